@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Configures and builds one preset (default: release). Usage: scripts/build.sh [preset] [targets...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset="${1:-release}"; shift || true
+jobs="${SHOAL_JOBS:-$(nproc)}"
+if [ ! -f "build/$preset/build.ninja" ]; then
+  cmake --preset "$preset" >/dev/null
+fi
+if [ $# -gt 0 ]; then
+  cmake --build --preset "$preset" -j "$jobs" --target "$@"
+else
+  cmake --build --preset "$preset" -j "$jobs"
+fi

@@ -1,0 +1,180 @@
+#include "storage/lmdb.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "base/assert.h"
+
+namespace shoal::storage {
+namespace {
+
+MDB_val to_val(ByteView bytes) {
+  return MDB_val{bytes.size(), const_cast<std::uint8_t*>(bytes.data())};
+}
+ByteView from_val(const MDB_val& v) { return ByteView(static_cast<const std::uint8_t*>(v.mv_data), v.mv_size); }
+
+}  // namespace
+
+Error from_mdb(int rc, std::string_view what) {
+  Code code = Code::kIOError;
+  switch (rc) {
+    case MDB_NOTFOUND: code = Code::kNotFound; break;
+    case MDB_MAP_FULL:
+    case MDB_DBS_FULL:
+    case MDB_READERS_FULL:
+    case MDB_TXN_FULL:
+    case ENOSPC: code = Code::kResourceExhausted; break;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH: code = Code::kCorruption; break;
+    case EACCES:
+    case EROFS: code = Code::kPermissionDenied; break;
+    case MDB_KEYEXIST: code = Code::kAlreadyExists; break;
+    default: break;
+  }
+  return Error{code, std::string(what) + ": " + mdb_strerror(rc)};
+}
+
+Result<std::unique_ptr<Env>> Env::open(const std::string& path, const EnvOptions& options) {
+  if (!options.read_only && ::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return make_error(errno == EACCES ? Code::kPermissionDenied : Code::kIOError,
+                      "cannot create directory " + path + ": " + std::strerror(errno));
+  }
+  MDB_env* env = nullptr;
+  int rc = mdb_env_create(&env);
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "mdb_env_create"));
+  }
+  mdb_env_set_mapsize(env, options.map_size_bytes);
+  mdb_env_set_maxdbs(env, options.tables_max);
+  mdb_env_set_maxreaders(env, 256);
+  const unsigned flags = MDB_NOTLS | (options.read_only ? MDB_RDONLY : 0u);
+  rc = mdb_env_open(env, path.c_str(), flags, 0600);
+  if (rc != 0) {
+    mdb_env_close(env);
+    return std::unexpected(from_mdb(rc, "cannot open LMDB environment in " + path));
+  }
+  return std::unique_ptr<Env>(new Env(env, path));
+}
+
+Env::~Env() { mdb_env_close(env_); }
+
+Result<MDB_dbi> Env::table(const std::string& name) {
+  auto txn = Txn::begin_write(*this);
+  if (!txn) {
+    return std::unexpected(txn.error());
+  }
+  MDB_dbi dbi = 0;
+  const int rc = mdb_dbi_open(txn->raw(), name.c_str(), MDB_CREATE, &dbi);
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "open table " + name));
+  }
+  if (auto s = txn->commit(); !s) {
+    return std::unexpected(s.error());
+  }
+  return dbi;
+}
+
+Result<Txn> Txn::begin_read(Env& env) {
+  MDB_txn* txn = nullptr;
+  const int rc = mdb_txn_begin(env.raw(), nullptr, MDB_RDONLY, &txn);
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "begin read transaction"));
+  }
+  return Txn(txn);
+}
+
+Result<Txn> Txn::begin_write(Env& env) {
+  MDB_txn* txn = nullptr;
+  const int rc = mdb_txn_begin(env.raw(), nullptr, 0, &txn);
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "begin write transaction"));
+  }
+  return Txn(txn);
+}
+
+Txn::~Txn() { abort(); }
+
+Result<std::optional<Bytes>> Txn::get(MDB_dbi table, ByteView key) {
+  SHOAL_ASSERT(txn_ != nullptr);
+  MDB_val k = to_val(key);
+  MDB_val v{};
+  const int rc = mdb_get(txn_, table, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    return std::optional<Bytes>();
+  }
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "get"));
+  }
+  const ByteView value = from_val(v);
+  return std::optional<Bytes>(Bytes(value.begin(), value.end()));
+}
+
+Status Txn::put(MDB_dbi table, ByteView key, ByteView value) {
+  SHOAL_ASSERT(txn_ != nullptr);
+  MDB_val k = to_val(key);
+  MDB_val v = to_val(value);
+  const int rc = mdb_put(txn_, table, &k, &v, 0);
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "put"));
+  }
+  return {};
+}
+
+Result<bool> Txn::del(MDB_dbi table, ByteView key) {
+  SHOAL_ASSERT(txn_ != nullptr);
+  MDB_val k = to_val(key);
+  const int rc = mdb_del(txn_, table, &k, nullptr);
+  if (rc == MDB_NOTFOUND) {
+    return false;
+  }
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "del"));
+  }
+  return true;
+}
+
+Status Txn::scan(MDB_dbi table, ByteView start, const std::function<bool(ByteView, ByteView)>& visit) {
+  SHOAL_ASSERT(txn_ != nullptr);
+  MDB_cursor* cursor = nullptr;
+  int rc = mdb_cursor_open(txn_, table, &cursor);
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "cursor open"));
+  }
+  MDB_val k = to_val(start);
+  MDB_val v{};
+  rc = start.empty() ? mdb_cursor_get(cursor, &k, &v, MDB_FIRST) : mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+  while (rc == 0) {
+    if (!visit(from_val(k), from_val(v))) {
+      break;
+    }
+    rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cursor);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    return std::unexpected(from_mdb(rc, "cursor scan"));
+  }
+  return {};
+}
+
+Status Txn::commit() {
+  SHOAL_ASSERT(txn_ != nullptr);
+  const int rc = mdb_txn_commit(txn_);
+  txn_ = nullptr;  // mdb_txn_commit frees the handle even on failure.
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "commit"));
+  }
+  return {};
+}
+
+void Txn::abort() {
+  if (txn_ != nullptr) {
+    mdb_txn_abort(txn_);
+    txn_ = nullptr;
+  }
+}
+
+}  // namespace shoal::storage
