@@ -1,0 +1,77 @@
+#pragma once
+// gossip/membership.h: SWIM + Lifeguard membership for one node. Owns the
+// member table, incarnations, suspicion timers, the broadcast queue and the
+// local health multiplier. Does no I/O and reads no clock: time and
+// randomness are inputs. Single-threaded; driven by node/agent or sim/.
+//
+// Call order after any on_*() or join()/leave()/set_*(): drain poll_transmit(),
+// poll_stream() and poll_event(), then arm a timer for next_deadline() and call
+// on_tick() when it fires.
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "gossip/types.h"
+
+namespace shoal::gossip {
+
+class Membership {
+ public:
+  Membership(Config config, Random& random, Instant now);
+  ~Membership();
+  Membership(const Membership&) = delete;
+  Membership& operator=(const Membership&) = delete;
+
+  // --- inputs -------------------------------------------------------------
+  // A datagram that opened with the cluster key (plaintext). Malformed input
+  // is counted and dropped; never throws, never asserts.
+  void on_datagram(Instant now, const Address& from, ByteView payload);
+  // An inbound TCP push-pull request; returns the reply to write back, or an
+  // error (count it and close the connection).
+  Result<Bytes> on_stream_request(Instant now, const Address& from, ByteView payload);
+  // The result of a StreamRequest this core asked for.
+  void on_stream_result(Instant now, std::uint64_t stream_id, StreamOutcome outcome, ByteView reply);
+  void on_tick(Instant now);
+
+  // --- commands -----------------------------------------------------------
+  // Contact seeds (push-pull over TCP); retried until one answers.
+  void join(Instant now, std::span<const Address> seeds);
+  // Broadcast our departure; the core stops probing. Done when leave_done().
+  void leave(Instant now);
+  bool leave_done(Instant now) const;
+  void set_health(Instant now, const Health& health);
+  void set_catalog_version(Instant now, std::uint64_t version);
+
+  // --- outputs ------------------------------------------------------------
+  std::optional<Datagram> poll_transmit();
+  std::optional<StreamRequest> poll_stream();
+  std::optional<Event> poll_event();
+  std::optional<Instant> next_deadline() const;
+
+  // --- views --------------------------------------------------------------
+  NodeId self_id() const;
+  Member self() const;
+  std::vector<Member> members() const;  // Including self, sorted by name.
+  std::optional<Member> find(const NodeId& id) const;
+  std::size_t count(MemberStatus status) const;
+  int local_health() const;  // Lifeguard awareness score, 0 = healthy.
+  const Counters& counters() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Lifeguard's suspicion timeout: starts at max and falls toward min as
+// independent confirmations arrive, log-scaled (memberlist suspicion.go).
+// k is the number of confirmations expected (indirect_checks, capped by N-2).
+Duration suspicion_timeout(int confirmations, int k, Duration min, Duration max);
+
+// memberlist: suspicion_mult * log10(max(1, n)) * probe_interval, scaled.
+Duration suspicion_timeout_min(const Config& config, std::size_t members);
+// retransmit_mult * ceil(log10(n + 1)).
+int retransmit_limit(int retransmit_mult, std::size_t members);
+
+}  // namespace shoal::gossip

@@ -1,0 +1,17 @@
+#pragma once
+// node/cli/commands.h: entry points of the `shoal` subcommands. Each takes the
+// arguments after its own name and returns the process exit code:
+// 0 success, 1 the operation found a problem (e.g. damage), 2 usage error or
+// unreachable agent / I/O error. Each command lives in its own *_cmd.cc file.
+
+#include <span>
+#include <string_view>
+
+namespace shoal::cli {
+
+using Args = std::span<const std::string_view>;
+
+int cmd_version(Args args);
+int cmd_keygen(Args args);
+
+}  // namespace shoal::cli
