@@ -4,9 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 preset="${1:-release}"; shift || true
 jobs="${SHOAL_JOBS:-$(nproc)}"
-if [ ! -f "build/$preset/build.ninja" ]; then
-  cmake --preset "$preset" >/dev/null
-fi
+# Always configure: modules appear as folders gain a CMakeLists.txt, which a
+# plain rebuild would not notice. Re-configuring an existing tree is cheap.
+cmake --preset "$preset" >/dev/null
 if [ $# -gt 0 ]; then
   cmake --build --preset "$preset" -j "$jobs" --target "$@"
 else
