@@ -13,5 +13,10 @@ using Args = std::span<const std::string_view>;
 
 int cmd_version(Args args);
 int cmd_keygen(Args args);
+int cmd_members(Args args);
+int cmd_join(Args args);
+int cmd_leave(Args args);
+int cmd_watch(Args args);
+int cmd_keys(Args args);
 
 }  // namespace shoal::cli

@@ -19,6 +19,11 @@ struct Command {
 
 // One line per subcommand; keep sorted by how often operators use them.
 constexpr Command kCommands[] = {
+    {"members", cmd_members, "list the members of the mesh"},
+    {"watch", cmd_watch, "stream membership events"},
+    {"join", cmd_join, "ask the agent to join a mesh"},
+    {"leave", cmd_leave, "make the agent leave the mesh and exit"},
+    {"keys", cmd_keys, "list, install, use or remove cluster keys"},
     {"keygen", cmd_keygen, "print a new base64 cluster key"},
     {"version", cmd_version, "print the shoal version"},
 };
