@@ -1,0 +1,236 @@
+#include "node/agent/admin_api.h"
+
+#include "node/agent/limits.h"
+
+namespace shoal::agent {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kJoinAddressesMax = 64;
+
+HttpResponse json_response(const json& body, int status = 200) {
+  return HttpResponse{status, json_text(body) + "\n", "application/json"};
+}
+
+int status_for(Code code) {
+  switch (code) {
+    case Code::kInvalidArgument: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists:
+    case Code::kFailedPrecondition:
+    case Code::kResourceExhausted: return 409;
+    case Code::kPermissionDenied: return 403;
+    case Code::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+// Parses a JSON object body; an empty body is an empty object.
+Result<json> parse_body(const HttpRequest& request) {
+  if (request.body.empty()) {
+    return json::object();
+  }
+  json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return make_error(Code::kInvalidArgument, "request body is not valid JSON");
+  }
+  if (!body.is_object()) {
+    return make_error(Code::kInvalidArgument, "request body must be a JSON object");
+  }
+  return body;
+}
+
+// Reads body[field] as an array of "host:port" strings.
+Result<std::vector<Address>> address_list(const json& body, const char* field, std::size_t max) {
+  auto it = body.find(field);
+  if (it == body.end() || !it->is_array()) {
+    return make_error(Code::kInvalidArgument, std::string("\"") + field + "\" must be an array of \"host:port\" strings");
+  }
+  if (it->size() > max) {
+    return make_error(Code::kInvalidArgument, std::string("\"") + field + "\" holds more than " + std::to_string(max) +
+                                                  " addresses");
+  }
+  std::vector<Address> out;
+  for (const auto& item : *it) {
+    if (!item.is_string()) {
+      return make_error(Code::kInvalidArgument, std::string("\"") + field + "\" must hold strings");
+    }
+    auto addr = parse_address(item.get<std::string>());
+    if (!addr) {
+      return make_error(Code::kInvalidArgument, addr.error().message);
+    }
+    out.push_back(std::move(*addr));
+  }
+  return out;
+}
+
+Result<ClusterKey> key_field(const json& body) {
+  auto it = body.find("key");
+  if (it == body.end() || !it->is_string()) {
+    return make_error(Code::kInvalidArgument, "\"key\" must be a base64 cluster key string");
+  }
+  auto key = parse_cluster_key(it->get<std::string>());
+  if (!key) {
+    return make_error(Code::kInvalidArgument, "\"key\" is not a valid cluster key: " + key.error().message);
+  }
+  return *key;
+}
+
+AdminReply members(const HttpRequest& request, AdminBackend& backend) {
+  std::optional<gossip::MemberStatus> filter;
+  if (auto it = request.query.find("status"); it != request.query.end()) {
+    auto status = gossip::parse_status(it->second);
+    if (!status) {
+      return {error_response(400, "status must be one of alive, suspect, dead, left")};
+    }
+    filter = *status;
+  }
+  json list = json::array();
+  for (const auto& member : backend.members()) {
+    if (!filter || member.status == *filter) {
+      list.push_back(member_json(member));
+    }
+  }
+  return {json_response(list)};
+}
+
+AdminReply self(AdminBackend& backend) {
+  json body = member_json(backend.self());
+  body["local_health"] = backend.local_health();
+  return {json_response(body)};
+}
+
+AdminReply join(const json& body, AdminBackend& backend) {
+  auto addrs = address_list(body, "addrs", kJoinAddressesMax);
+  if (!addrs) {
+    return {error_response(400, addrs.error().message)};
+  }
+  if (addrs->empty()) {
+    return {error_response(400, "\"addrs\" is empty; give at least one \"host:port\"")};
+  }
+  auto contacted = backend.join(*addrs);
+  if (!contacted) {
+    return {error_response(status_for(contacted.error().code), contacted.error().message)};
+  }
+  return {json_response(json{{"contacted", *contacted}})};
+}
+
+AdminReply keys(AdminBackend& backend) {
+  json list = json::array();
+  const Keyring& ring = backend.keyring();
+  for (std::size_t i = 0; i < ring.keys().size(); ++i) {
+    const ClusterKey& key = ring.keys()[i];
+    list.push_back(json{{"key", format_cluster_key(key)}, {"fingerprint", cluster_key_fingerprint(key)},
+                        {"primary", i == 0}});
+  }
+  return {json_response(json{{"keys", std::move(list)}})};
+}
+
+AdminReply change_keys(std::string_view action, const json& body, AdminBackend& backend) {
+  auto key = key_field(body);
+  if (!key) {
+    return {error_response(400, key.error().message)};
+  }
+  Keyring ring = backend.keyring();
+  Status changed = action == "install" ? ring.install(*key) : action == "use" ? ring.use(*key) : ring.remove(*key);
+  if (!changed) {
+    return {error_response(status_for(changed.error().code), changed.error().message)};
+  }
+  if (auto saved = backend.replace_keyring(ring); !saved) {
+    return {error_response(500, "keyring not saved: " + saved.error().message)};
+  }
+  return {json_response(json::object())};
+}
+
+AdminReply catalog_version(const json& body, AdminBackend& backend) {
+  std::uint64_t version = backend.self().catalog_version + 1;
+  if (auto it = body.find("version"); it != body.end()) {
+    if (!it->is_number_unsigned()) {
+      return {error_response(400, "\"version\" must be a non-negative integer")};
+    }
+    version = it->get<std::uint64_t>();
+  }
+  backend.set_catalog_version(version);
+  return {json_response(json{{"catalog_version", version}})};
+}
+
+AdminReply debug_drop(const json& body, AdminBackend& backend) {
+  if (!backend.fault_injection_enabled()) {
+    return {error_response(403, "fault injection is disabled; start the agent with --enable-fault-injection")};
+  }
+  auto peers = address_list(body, "peers", kDropPeersMax);
+  if (!peers) {
+    return {error_response(400, peers.error().message)};
+  }
+  backend.set_dropped_peers(*peers);
+  return {json_response(json{{"dropping", peers->size()}})};
+}
+
+}  // namespace
+
+HttpResponse error_response(int status, std::string_view message) {
+  return json_response(json{{"error", std::string(message)}}, status);
+}
+
+AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backend) {
+  const std::string& path = request.path;
+  const bool get = request.method == "GET";
+  const bool post = request.method == "POST";
+
+  if (path == "/v1/members") {
+    return get ? members(request, backend) : AdminReply{error_response(405, "use GET")};
+  }
+  if (path == "/v1/self") {
+    return get ? self(backend) : AdminReply{error_response(405, "use GET")};
+  }
+  if (path == "/v1/keys") {
+    return get ? keys(backend) : AdminReply{error_response(405, "use GET")};
+  }
+  if (path == "/metrics") {
+    if (!get) {
+      return {error_response(405, "use GET")};
+    }
+    return {HttpResponse{200, render_metrics(backend.metrics()), "text/plain; version=0.0.4"}};
+  }
+  if (path == "/v1/events") {
+    if (!get) {
+      return {error_response(405, "use GET")};
+    }
+    AdminReply reply;
+    reply.event_stream = true;
+    reply.response.content_type = "application/x-ndjson";
+    return reply;
+  }
+
+  const bool is_post_route = path == "/v1/join" || path == "/v1/leave" || path == "/v1/keys/install" ||
+                             path == "/v1/keys/use" || path == "/v1/keys/remove" || path == "/v1/catalog-version" ||
+                             path == "/v1/debug/drop";
+  if (!is_post_route) {
+    return {error_response(404, "no such endpoint: " + path)};
+  }
+  if (!post) {
+    return {error_response(405, "use POST")};
+  }
+  auto body = parse_body(request);
+  if (!body) {
+    return {error_response(400, body.error().message)};
+  }
+  if (path == "/v1/join") {
+    return join(*body, backend);
+  }
+  if (path == "/v1/leave") {
+    AdminReply reply{json_response(json::object())};
+    reply.after_write = [&backend] { backend.leave(); };
+    return reply;
+  }
+  if (path == "/v1/catalog-version") {
+    return catalog_version(*body, backend);
+  }
+  if (path == "/v1/debug/drop") {
+    return debug_drop(*body, backend);
+  }
+  return change_keys(std::string_view(path).substr(std::string_view("/v1/keys/").size()), *body, backend);
+}
+
+}  // namespace shoal::agent

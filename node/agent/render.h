@@ -1,0 +1,50 @@
+#pragma once
+// node/agent/render.h: how the admin API shows the agent's state. Owns the
+// JSON form of members and events and the Prometheus text of /metrics; the
+// CLI and the integration tests parse exactly these shapes (docs/admin-api.md).
+// Pure functions; no I/O.
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "gossip/types.h"
+#include "node/agent/datagram.h"
+
+namespace shoal::agent {
+
+// {name, id, dc, addr, status, stalled, incarnation, catalog_version,
+//  health: {load, free_disk_bytes, local_health, projects_hosted, version}}
+nlohmann::json member_json(const gossip::Member& member);
+
+// "2026-11-22T04:05:26.123Z"
+std::string rfc3339_utc_ms(std::chrono::system_clock::time_point time);
+
+// One line of the event stream, newline-terminated:
+// {"time": ..., "event": "joined", "member": {...}}
+std::string event_line(const gossip::Event& event, std::chrono::system_clock::time_point wall_time);
+
+// Serialises JSON without ever throwing: names gossiped by peers may hold
+// invalid UTF-8, which is replaced rather than allowed to abort a response.
+std::string json_text(const nlohmann::json& value);
+
+struct MetricsSnapshot {
+  std::array<std::size_t, 4> members_by_status{};  // Indexed by gossip::MemberStatus.
+  gossip::Counters core;
+  DropCounters drops;
+  std::uint64_t packets_in = 0;   // Datagrams received (before opening).
+  std::uint64_t packets_out = 0;  // Datagrams sent.
+  std::uint64_t bytes_in = 0;     // Sealed datagram bytes received.
+  std::uint64_t bytes_out = 0;
+  std::uint64_t streams_in = 0;   // Inbound push-pull connections served.
+  std::uint64_t streams_out = 0;  // Outbound stream requests started.
+  std::uint64_t streams_failed = 0;  // Inbound or outbound streams that failed.
+  int local_health = 0;
+};
+
+std::string render_metrics(const MetricsSnapshot& metrics);
+
+}  // namespace shoal::agent
