@@ -64,6 +64,10 @@ class Membership {
   std::unique_ptr<State> state_;
 };
 
+// InvalidArgument naming the bad field. The constructor asserts this holds,
+// so drivers call it first on configuration they read from users.
+Status validate_config(const Config& config);
+
 // Lifeguard's suspicion timeout: starts at max and falls toward min as
 // independent confirmations arrive, log-scaled (memberlist suspicion.go).
 // k is the number of confirmations expected (indirect_checks, capped by N-2).

@@ -81,6 +81,16 @@ struct Config {
 
   std::size_t datagram_bytes_max = 1400;  // Plaintext budget per datagram (sealing adds 40).
   std::size_t members_max = 20000;
+
+  // Eager push: new information is gossiped at once, at most this often,
+  // instead of waiting for the next gossip_interval tick.
+  Duration eager_gossip_interval = milliseconds(20);
+  // leave_done() turns true once the leave was sent to gossip_nodes members,
+  // or after this long, whichever is first.
+  Duration leave_timeout = seconds(2);
+  // Join retries back off from 1 s up to this.
+  Duration join_retry_max = seconds(30);
+  std::size_t broadcasts_max = 8192;  // Piggyback queue bound; the most-sent is dropped first.
 };
 
 Config profile_config(Profile profile);
@@ -138,6 +148,11 @@ struct Counters {
   std::uint64_t bytes_out = 0;
   std::uint64_t decode_errors = 0;         // Opened but malformed messages.
   std::uint64_t unknown_message_types = 0;
+  std::uint64_t stale_messages = 0;        // Older than what we know; ignored.
+  std::uint64_t identity_rejected = 0;     // id != hash(public_key), or a known id with another key.
+  std::uint64_t stalls = 0;                // Times we found a suspect stalled (reachable, silent).
+  std::uint64_t pauses_detected = 0;       // Times `now` jumped: this process was paused.
+  std::uint64_t outputs_dropped = 0;       // Datagrams/events dropped because the driver did not drain.
 };
 
 }  // namespace shoal::gossip

@@ -1,0 +1,123 @@
+#pragma once
+// gossip/member_table.h: compact storage of the member entries one node
+// knows. Owns the entries, an open-addressing index by NodeId and interned
+// strings (data centers, software versions, non-IPv4 hosts). Member (types.h)
+// is only the public view, built on demand.
+//
+// Why compact: the simulator runs 10,000 nodes that each hold 10,000 entries,
+// so an entry must stay near 150 bytes (static_assert below). Slots are
+// stable until compact() (reaping), which keeps relative order, so slot 0 is
+// always this node. No I/O; single-threaded.
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gossip/types.h"
+
+namespace shoal::gossip {
+
+// Interns short strings that many entries share. Bounded: past items_max new
+// strings map to the empty string (index 0) and are counted as overflow.
+class StringPool {
+ public:
+  explicit StringPool(std::size_t items_max);
+  std::uint32_t intern(std::string_view text);
+  const std::string& get(std::uint32_t index) const { return strings_.at(index); }
+  std::size_t size() const { return strings_.size(); }
+  std::uint64_t overflow() const { return overflow_; }
+
+ private:
+  std::size_t items_max_;
+  std::uint64_t overflow_ = 0;
+  std::vector<std::string> strings_;
+  std::unordered_map<std::string, std::uint32_t> index_;  // Lookup only; never iterated.
+};
+
+struct Entry {
+  NodeId id;
+  PublicKey public_key{};
+  std::string name;
+  std::uint64_t incarnation = 0;
+  std::uint64_t state_seq = 0;
+  std::uint64_t catalog_version = 0;
+  std::uint64_t free_disk_bytes = 0;
+  std::int64_t status_since_us = 0;
+  std::uint32_t load_milli = 0;
+  std::uint32_t projects_hosted = 0;
+  std::uint32_t host = 0;  // IPv4 address when host_is_ipv4, else a StringPool index.
+  std::uint16_t port = 0;
+  std::uint16_t dc = 0;       // StringPool index.
+  std::uint16_t version = 0;  // StringPool index.
+  std::uint16_t local_health = 0;
+  MemberStatus status = MemberStatus::kAlive;
+  bool stalled = false;
+  bool host_is_ipv4 = false;
+
+  Instant status_since() const { return instant_from_us(status_since_us); }
+};
+static_assert(sizeof(Entry) <= 152, "keep entries compact: 10,000 x 10,000 in the simulator");
+
+class MemberTable {
+ public:
+  static constexpr std::uint32_t kNone = std::numeric_limits<std::uint32_t>::max();
+
+  MemberTable();
+
+  std::uint32_t find(const NodeId& id) const;
+  // REQUIRES: find(entry.id) == kNone.
+  std::uint32_t insert(Entry entry);
+  Entry& at(std::uint32_t slot) { return entries_.at(slot); }
+  const Entry& at(std::uint32_t slot) const { return entries_.at(slot); }
+  std::size_t size() const { return entries_.size(); }
+
+  // Status changes go through here so count() stays exact.
+  void set_status(std::uint32_t slot, MemberStatus status, Instant now);
+  std::size_t count(MemberStatus status) const { return counts_[static_cast<int>(status)]; }
+
+  void set_addr(Entry& entry, const Address& addr);
+  Address addr(const Entry& entry) const;
+  void set_dc(Entry& entry, std::string_view dc) { entry.dc = static_cast<std::uint16_t>(dcs_.intern(dc)); }
+  const std::string& dc(const Entry& entry) const { return dcs_.get(entry.dc); }
+  void set_health(Entry& entry, const Health& health);
+  Health health(const Entry& entry) const;
+  Member view(std::uint32_t slot) const;
+
+  // Removes every entry for which remove(entry) is true, keeping order.
+  // Invalidates slots. REQUIRES: never removes slot 0 (self).
+  template <class Pred>
+  std::size_t compact(Pred remove) {
+    std::size_t kept = 0;
+    std::size_t removed = 0;
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (i != 0 && remove(entries_[i])) {
+        --counts_[static_cast<int>(entries_[i].status)];
+        ++removed;
+        continue;
+      }
+      if (kept != i) {
+        entries_[kept] = std::move(entries_[i]);
+      }
+      ++kept;
+    }
+    entries_.resize(kept);
+    rebuild_index();
+    return removed;
+  }
+
+ private:
+  static constexpr std::size_t kPoolMax = 65535;
+  std::size_t bucket_of(const NodeId& id) const;
+  void rebuild_index();
+
+  std::vector<Entry> entries_;
+  std::vector<std::uint32_t> index_;  // Open addressing, linear probing; kNone = empty.
+  std::size_t counts_[4] = {0, 0, 0, 0};
+  StringPool dcs_{kPoolMax};
+  StringPool versions_{kPoolMax};
+  StringPool hosts_{std::numeric_limits<std::uint32_t>::max() - 1};
+};
+
+}  // namespace shoal::gossip
