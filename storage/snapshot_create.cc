@@ -1,0 +1,742 @@
+// storage/snapshot_create.cc: SnapshotStore::create().
+//
+// Design note. A save runs in three phases:
+//  1. scan: walk the source with lstat only, building the directory tree in
+//     memory; the live-size quota is checked here, before anything is written;
+//  2. contents: files whose (size, mtime, inode, ctime) match the project's
+//     file cache reuse their chunk lists unread; the others flow through a
+//     pipeline: the calling thread reads and cuts chunks (FastCDC), worker
+//     threads hash and compress, one writer thread stores chunks in LMDB
+//     transactions of ~64 MiB. Results are addressed by (file, chunk index),
+//     so the snapshot is the same whatever the thread count or timing;
+//  3. commit: trees are built bottom-up and stored as chunks, then the Commit,
+//     the catalog entry and the file-cache updates go in one final transaction.
+// The project's save lock is held from the start, the shared gc lock too, so
+// gc cannot delete a chunk this save deduplicated against.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "base/assert.h"
+#include "base/codec.h"
+#include "storage/snapshot_internal.h"
+#include "storage/snapshot_store.h"
+
+namespace shoal::storage {
+namespace internal {
+Result<Quota> read_quota(Txn& txn, MDB_dbi table, const std::string& project);
+Result<std::vector<SnapshotInfo>> list_in(Txn& txn, ChunkStore& chunks, MDB_dbi catalog,
+                                          const std::optional<std::string>& project);
+}  // namespace internal
+
+namespace {
+
+using internal::from_errno;
+using internal::join_path;
+
+constexpr std::size_t kBatchBytesMax = 64u << 20;  // Stored bytes per chunk transaction.
+constexpr std::size_t kQueueJobsMax = 64;          // Chunks in flight per queue (<= 16 MiB at 256 KiB).
+constexpr std::size_t kReadBufferBytes = 4u << 20;
+constexpr unsigned kWorkersMax = 16;
+
+std::int64_t ns_of(const struct timespec& ts) {
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+struct ScanNode {
+  std::string name;
+  EntryKind kind = EntryKind::kFile;
+  std::uint32_t mode = 0;
+  std::int64_t mtime_ns = 0;
+  std::string target;           // Symlink.
+  std::size_t index = SIZE_MAX; // Into files (kFile) or dirs (kDir).
+};
+
+struct ScanDir {
+  std::string rel;
+  std::vector<ScanNode> children;
+};
+
+struct ScanFile {
+  std::string rel;
+  std::uint64_t size = 0;
+  std::uint64_t inode = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  bool cache_hit = false;
+  bool failed = false;         // Skipped; a warning says why.
+  std::uint64_t read_size = 0; // Bytes actually read (the recorded size).
+  std::vector<ChunkId> chunks; // From the cache (hits) or the writer (reads).
+};
+
+struct Scan {
+  std::vector<ScanDir> dirs;   // Pre-order: a parent's index is below its children's.
+  std::vector<ScanFile> files;
+  std::vector<std::string> warnings;
+  std::uint64_t logical_bytes = 0;
+};
+
+Status scan_tree(const std::string& root, Scan& scan) {
+  struct stat st{};
+  if (::lstat(root.c_str(), &st) != 0) {
+    return std::unexpected(from_errno(errno, "source " + root));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return make_error(Code::kInvalidArgument, "source " + root + " is not a directory");
+  }
+  scan.dirs.push_back(ScanDir{});
+  for (std::size_t d = 0; d < scan.dirs.size(); ++d) {
+    const std::string abs = scan.dirs[d].rel.empty() ? root : root + "/" + scan.dirs[d].rel;
+    DIR* dir = ::opendir(abs.c_str());
+    if (dir == nullptr) {
+      if (d == 0) {
+        return std::unexpected(from_errno(errno, "source " + root));
+      }
+      scan.warnings.push_back(scan.dirs[d].rel + ": directory not readable (" + std::strerror(errno) + "), saved empty");
+      continue;
+    }
+    const int dfd = ::dirfd(dir);
+    std::vector<ScanNode> children;
+    while (const dirent* de = ::readdir(dir)) {
+      const std::string name = de->d_name;
+      if (name == "." || name == "..") {
+        continue;
+      }
+      const std::string rel = join_path(scan.dirs[d].rel, name);
+      if (::fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        scan.warnings.push_back(rel + ": vanished or not readable (" + std::strerror(errno) + "), skipped");
+        continue;
+      }
+      ScanNode node;
+      node.name = name;
+      node.mode = st.st_mode & 07777;
+      node.mtime_ns = ns_of(st.st_mtim);
+      if (S_ISREG(st.st_mode)) {
+        node.kind = EntryKind::kFile;
+        node.index = scan.files.size();
+        scan.files.push_back(ScanFile{.rel = rel, .size = static_cast<std::uint64_t>(st.st_size),
+                                      .inode = st.st_ino, .mtime_ns = node.mtime_ns, .ctime_ns = ns_of(st.st_ctim)});
+        scan.logical_bytes += static_cast<std::uint64_t>(st.st_size);
+      } else if (S_ISDIR(st.st_mode)) {
+        node.kind = EntryKind::kDir;
+        node.index = SIZE_MAX;  // Assigned after sorting, to keep pre-order numbering.
+      } else if (S_ISLNK(st.st_mode)) {
+        node.kind = EntryKind::kSymlink;
+        std::string target(static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 255) + 1, '\0');
+        const ssize_t n = ::readlinkat(dfd, de->d_name, target.data(), target.size());
+        if (n < 0 || static_cast<std::size_t>(n) >= target.size() || static_cast<std::size_t>(n) > kSymlinkTargetBytesMax) {
+          scan.warnings.push_back(rel + ": symlink target not readable, skipped");
+          continue;
+        }
+        target.resize(static_cast<std::size_t>(n));
+        node.target = std::move(target);
+      } else {
+        scan.warnings.push_back(rel + ": special file (device, fifo or socket) not saved");
+        continue;
+      }
+      children.push_back(std::move(node));
+    }
+    ::closedir(dir);
+    std::sort(children.begin(), children.end(), [](const ScanNode& a, const ScanNode& b) { return a.name < b.name; });
+    for (auto& c : children) {
+      if (c.kind == EntryKind::kDir) {
+        c.index = scan.dirs.size();
+        scan.dirs.push_back(ScanDir{.rel = join_path(scan.dirs[d].rel, c.name), .children = {}});
+      }
+    }
+    scan.dirs[d].children = std::move(children);
+  }
+  return {};
+}
+
+// The file cache entry: [path, size, mtime_ns, inode, ctime_ns, [chunk ids]].
+Bytes cache_key(const Bytes& prefix, const std::string& rel) {
+  Bytes key = prefix;
+  const Hash256 h = blake2b_256(as_bytes(rel));
+  key.insert(key.end(), h.begin(), h.end());
+  return key;
+}
+
+Bytes encode_cache_entry(const ScanFile& f) {
+  Encoder enc;
+  enc.array(6).bin(as_bytes(f.rel)).u64(f.read_size).i64(f.mtime_ns).u64(f.inode).i64(f.ctime_ns);
+  enc.array(static_cast<std::uint32_t>(f.chunks.size()));
+  for (const auto& id : f.chunks) {
+    enc.bin(id);
+  }
+  return enc.take();
+}
+
+// True and fills f.chunks when the entry matches the file exactly.
+bool cache_matches(ByteView value, ScanFile& f) {
+  auto decoded = Decoded::parse(value, DecodeLimits{.input_bytes_max = kStoredChunkPlainMax,
+                                                    .array_items_max = kFileChunksMax,
+                                                    .map_items_max = 0,
+                                                    .str_bytes_max = 0,
+                                                    .bin_bytes_max = 1u << 16,
+                                                    .depth_max = 3});
+  if (!decoded) {
+    return false;  // A damaged cache entry only costs a re-read.
+  }
+  Reader r = decoded->root(6);
+  const Bytes rel = r.bin(1u << 16);
+  const std::uint64_t size = r.u64();
+  const std::int64_t mtime = r.i64();
+  const std::uint64_t inode = r.u64();
+  const std::int64_t ctime = r.i64();
+  if (!r.ok() || as_string_view(rel) != f.rel || size != f.size || mtime != f.mtime_ns || inode != f.inode ||
+      ctime != f.ctime_ns) {
+    return false;
+  }
+  Reader ids = r.array(kFileChunksMax);
+  std::vector<ChunkId> chunks(ids.size());
+  for (auto& id : chunks) {
+    ids.bin_exact(id);
+  }
+  r.expect_end();
+  if (!r.ok()) {
+    return false;
+  }
+  f.chunks = std::move(chunks);
+  return true;
+}
+
+template <class T>
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(std::size_t capacity) : capacity_(capacity) {}
+  void push(T item) {
+    std::unique_lock lock(mutex_);
+    not_full_.wait(lock, [&] { return items_.size() < capacity_; });
+    items_.push_back(std::move(item));
+    not_empty_.notify_one();
+  }
+  std::optional<T> pop() {
+    std::unique_lock lock(mutex_);
+    not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
+    if (items_.empty()) {
+      return std::nullopt;
+    }
+    T item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return item;
+  }
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    not_empty_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable not_full_;
+  std::condition_variable not_empty_;
+  std::deque<T> items_;
+  std::size_t capacity_;
+  bool closed_ = false;
+};
+
+struct ChunkJob {
+  std::size_t file = 0;
+  std::size_t index = 0;
+  Bytes data;
+};
+
+struct ChunkResult {
+  std::size_t file = 0;
+  std::size_t index = 0;
+  ChunkId id{};
+  std::optional<Bytes> stored;  // Set when this chunk may be new to the store.
+};
+
+// First error wins; every stage checks failed() to stop early.
+class ErrorSlot {
+ public:
+  void set(Error e) {
+    std::lock_guard lock(mutex_);
+    if (!failed_.exchange(true)) {
+      error_ = std::move(e);
+    }
+  }
+  bool failed() const { return failed_.load(); }
+  Error take() { std::lock_guard lock(mutex_); return error_; }
+
+ private:
+  std::atomic<bool> failed_{false};
+  std::mutex mutex_;
+  Error error_;
+};
+
+std::string human(std::uint64_t bytes) {
+  char buf[32];
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+}  // namespace
+
+Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
+  SHOAL_TRY_STATUS(validate_project(options.project));
+  const std::string& project = options.project;
+
+  // The save lock: never two writers of one project, across processes.
+  auto save_lock = internal::lock_file(dir_, project + ".save", /*exclusive=*/true, /*blocking=*/false);
+  if (!save_lock) {
+    if (save_lock.error().code == Code::kUnavailable) {
+      return make_error(Code::kFailedPrecondition,
+                        "save in progress: another snapshot of project '" + project +
+                            "' is being saved; wait for it to finish, then retry");
+    }
+    return std::unexpected(save_lock.error());
+  }
+  GcFence save_guard(*save_lock);
+  auto gc_fence = hold_gc();
+  if (!gc_fence) {
+    return std::unexpected(gc_fence.error());
+  }
+
+  CreateResult result;
+  Scan scan;
+  SHOAL_TRY_STATUS(scan_tree(options.source_dir, scan));
+  result.warnings = std::move(scan.warnings);
+  scan.warnings.clear();
+
+  const Bytes prefix = internal::project_prefix(project);
+  Quota quota;
+  {
+    auto txn = Txn::begin_read(*env_);
+    if (!txn) {
+      return std::unexpected(txn.error());
+    }
+    auto q = internal::read_quota(*txn, tables_.quota, project);
+    if (!q) {
+      return std::unexpected(q.error());
+    }
+    quota = *q;
+    if (quota.live_bytes_max != 0 && scan.logical_bytes > quota.live_bytes_max) {
+      return make_error(Code::kResourceExhausted,
+                        "quota exceeded: project '" + project + "' holds " + human(scan.logical_bytes) + " (" +
+                            std::to_string(scan.logical_bytes) + " bytes) in " + options.source_dir +
+                            ", above its live-size limit of " + human(quota.live_bytes_max) +
+                            ". Nothing was stored. Delete files from the project, or raise the limit with "
+                            "`shoal snapshot quota set --project " + project + " --live BYTES`.");
+    }
+    // File cache: trusted wholesale when the snapshot it was written with
+    // still exists (then every chunk it names is referenced and gc is fenced
+    // off); otherwise each hit's chunks are checked for presence.
+    bool base_present = false;
+    auto base = txn->get(tables_.cache_base, as_bytes(project));
+    if (!base) {
+      return std::unexpected(base.error());
+    }
+    if (*base && (*base)->size() == kHashBytes) {
+      auto present = txn->get(tables_.by_id, **base);
+      if (!present) {
+        return std::unexpected(present.error());
+      }
+      base_present = present->has_value();
+    }
+    for (auto& f : scan.files) {
+      auto v = txn->get(tables_.file_cache, cache_key(prefix, f.rel));
+      if (!v) {
+        return std::unexpected(v.error());
+      }
+      if (!*v || !cache_matches(**v, f)) {
+        continue;
+      }
+      if (!base_present) {
+        auto missing = chunks_.missing(*txn, f.chunks);
+        if (!missing || !missing->empty()) {
+          f.chunks.clear();
+          continue;
+        }
+      }
+      f.cache_hit = true;
+      f.read_size = f.size;
+      ++result.cache_hits;
+    }
+  }
+
+  // Phase 2: read, cut, hash, compress, store.
+  ErrorSlot error;
+  BoundedQueue<ChunkJob> jobs(kQueueJobsMax);
+  BoundedQueue<ChunkResult> results(kQueueJobsMax);
+  std::vector<std::vector<ChunkId>> file_chunks(scan.files.size());  // Owned by the writer until joined.
+  std::uint64_t new_bytes = 0;
+  std::uint64_t chunks_new = 0;
+  ChunkIdSet claimed;
+  std::mutex claimed_mutex;
+
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned worker_count = std::min(kWorkersMax, options.threads != 0 ? options.threads : cores);
+  const int level = options_.zstd_level;
+  std::vector<std::thread> workers;
+  for (unsigned w = 0; w < worker_count; ++w) {
+    workers.emplace_back([&] {
+      std::optional<Txn> read_txn;
+      std::size_t uses = 0;
+      while (auto job = jobs.pop()) {
+        ChunkResult r{.file = job->file, .index = job->index, .id = chunk_id_of(job->data), .stored = std::nullopt};
+        bool first = false;
+        {
+          std::lock_guard lock(claimed_mutex);
+          first = claimed.insert(r.id).second;
+        }
+        if (first && !error.failed()) {
+          // Short-lived read snapshots: a long one would pin pages the writer frees.
+          if (!read_txn || ++uses % 256 == 0) {
+            read_txn.reset();
+            auto t = Txn::begin_read(*env_);
+            if (!t) {
+              error.set(t.error());
+            } else {
+              read_txn.emplace(std::move(*t));
+            }
+          }
+          if (read_txn) {
+            auto has = chunks_.contains(*read_txn, r.id);
+            if (!has) {
+              error.set(has.error());
+            } else if (!*has) {
+              r.stored = encode_chunk(job->data, level);
+            }
+          }
+        }
+        results.push(std::move(r));
+      }
+    });
+  }
+  std::thread writer([&] {
+    std::optional<Txn> txn;
+    std::size_t batch_bytes = 0;
+    auto commit_batch = [&] {
+      if (txn && !error.failed()) {
+        fault_point("chunk_batch_commit");
+        if (auto s = txn->commit(); !s) {
+          error.set(s.error());
+        }
+      }
+      txn.reset();
+      batch_bytes = 0;
+    };
+    while (auto r = results.pop()) {
+      auto& list = file_chunks[r->file];
+      if (list.size() <= r->index) {
+        list.resize(r->index + 1);
+      }
+      list[r->index] = r->id;
+      if (!r->stored || error.failed()) {
+        continue;
+      }
+      if (!txn) {
+        auto t = Txn::begin_write(*env_);
+        if (!t) {
+          error.set(t.error());
+          continue;
+        }
+        txn.emplace(std::move(*t));
+      }
+      auto added = chunks_.put_encoded(*txn, r->id, *r->stored);
+      if (!added) {
+        error.set(added.error());
+        continue;
+      }
+      if (*added) {
+        new_bytes += r->stored->size();
+        ++chunks_new;
+        batch_bytes += r->stored->size();
+        fault_point("chunk_put");
+      }
+      if (batch_bytes >= kBatchBytesMax) {
+        commit_batch();
+      }
+    }
+    commit_batch();
+  });
+
+  // The reader: this thread.
+  const Chunker chunker(options_.chunker);
+  Progress progress{.files_done = result.cache_hits, .files_total = scan.files.size(), .bytes_done = 0,
+                    .bytes_total = scan.logical_bytes};
+  for (const auto& f : scan.files) {
+    if (f.cache_hit) {
+      progress.bytes_done += f.size;
+    }
+  }
+  Bytes buffer(std::max<std::size_t>(kReadBufferBytes, 2 * options_.chunker.max_bytes));
+  for (std::size_t i = 0; i < scan.files.size() && !error.failed(); ++i) {
+    ScanFile& f = scan.files[i];
+    if (f.cache_hit) {
+      continue;
+    }
+    const std::string abs = options.source_dir + "/" + f.rel;
+    int fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+    if (fd < 0 && errno == EPERM) {
+      fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);  // O_NOATIME needs ownership.
+    }
+    if (fd < 0) {
+      result.warnings.push_back(f.rel + ": " + (errno == ENOENT ? "vanished during the save" : std::string("not readable (") + std::strerror(errno) + ")") + ", skipped");
+      f.failed = true;
+      continue;
+    }
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    std::size_t have = 0;
+    std::size_t index = 0;
+    bool eof = false;
+    std::uint64_t total = 0;
+    while (!error.failed()) {
+      while (!eof && have < buffer.size()) {
+        const ssize_t n = ::read(fd, buffer.data() + have, buffer.size() - have);
+        if (n < 0 && errno == EINTR) {
+          continue;
+        }
+        if (n < 0) {
+          result.warnings.push_back(f.rel + ": read error (" + std::strerror(errno) + "), skipped");
+          f.failed = true;
+          eof = true;
+          break;
+        }
+        if (n == 0) {
+          eof = true;
+        }
+        have += static_cast<std::size_t>(n);
+      }
+      if (f.failed) {
+        break;
+      }
+      std::size_t offset = 0;
+      while (have - offset >= options_.chunker.max_bytes || (eof && offset < have)) {
+        const std::size_t len = chunker.cut(ByteView(buffer.data() + offset, have - offset));
+        SHOAL_ASSERT(len > 0);
+        SHOAL_ASSERT(len <= options_.chunker.max_bytes);
+        jobs.push(ChunkJob{.file = i, .index = index++, .data = Bytes(buffer.begin() + static_cast<std::ptrdiff_t>(offset),
+                                                                      buffer.begin() + static_cast<std::ptrdiff_t>(offset + len))});
+        offset += len;
+      }
+      std::memmove(buffer.data(), buffer.data() + offset, have - offset);
+      have -= offset;
+      total += offset;
+      if (eof && have == 0) {
+        break;
+      }
+    }
+    struct stat after{};
+    const bool changed = ::fstat(fd, &after) == 0 &&
+                         (ns_of(after.st_mtim) != f.mtime_ns || static_cast<std::uint64_t>(after.st_size) != f.size);
+    ::close(fd);
+    if (f.failed) {
+      continue;
+    }
+    if (changed || total != f.size) {
+      result.warnings.push_back(f.rel + ": changed while being saved; saved " + std::to_string(total) +
+                                " bytes as read, the next snapshot reads it again");
+      f.ctime_ns = options.now_ns;  // Forces the racy rule: never cached.
+    }
+    f.read_size = total;
+    ++result.files_read;
+    result.bytes_read += total;
+    ++progress.files_done;
+    progress.bytes_done += f.size;
+    if (options.progress) {
+      options.progress(progress);
+    }
+  }
+  jobs.close();
+  for (auto& w : workers) {
+    w.join();
+  }
+  results.close();
+  writer.join();
+  if (error.failed()) {
+    return std::unexpected(error.take());
+  }
+  std::uint64_t logical = 0;
+  for (std::size_t i = 0; i < scan.files.size(); ++i) {
+    ScanFile& f = scan.files[i];
+    if (!f.cache_hit && !f.failed) {
+      f.chunks = std::move(file_chunks[i]);
+    }
+    if (!f.failed) {
+      logical += f.read_size;
+    }
+  }
+
+  // Phase 3: trees, commit, catalog and file cache in one transaction.
+  auto txn = Txn::begin_write(*env_);
+  if (!txn) {
+    return std::unexpected(txn.error());
+  }
+  Commit commit{.project = project, .time_ns = options.now_ns, .parent = std::nullopt, .tree = {},
+                .epoch = options.epoch};
+  std::vector<ChunkId> dir_tree(scan.dirs.size());
+  for (std::size_t d = scan.dirs.size(); d-- > 0;) {
+    std::vector<TreeEntry> entries;
+    entries.reserve(scan.dirs[d].children.size());
+    for (const auto& c : scan.dirs[d].children) {
+      TreeEntry e{.name = c.name, .kind = c.kind, .mode = c.mode, .mtime_ns = c.mtime_ns};
+      if (c.kind == EntryKind::kFile) {
+        const ScanFile& f = scan.files[c.index];
+        if (f.failed) {
+          continue;
+        }
+        e.size = f.read_size;
+        e.chunks = f.chunks;
+        ++commit.files;
+      } else if (c.kind == EntryKind::kDir) {
+        SHOAL_ASSERT(c.index > d);  // Pre-order numbering: children were built first.
+        e.tree = dir_tree[c.index];
+        ++commit.dirs;
+      } else {
+        e.target = c.target;
+        ++commit.symlinks;
+      }
+      entries.push_back(std::move(e));
+    }
+    const Bytes plain = encode_tree(entries);
+    dir_tree[d] = chunk_id_of(plain);
+    const Bytes stored = encode_chunk(plain, level);
+    auto added = chunks_.put_encoded(*txn, dir_tree[d], stored);
+    if (!added) {
+      return std::unexpected(added.error());
+    }
+    if (*added) {
+      new_bytes += stored.size();
+      ++chunks_new;
+    }
+  }
+  commit.tree = dir_tree[0];
+  commit.logical_bytes = logical;
+
+  // Parent: the project's newest snapshot at this instant.
+  Bytes last_key;
+  SHOAL_TRY_STATUS(txn->scan(tables_.catalog, prefix, [&](ByteView key, ByteView) {
+    if (key.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), key.begin())) {
+      return false;
+    }
+    last_key.assign(key.begin(), key.end());
+    return true;
+  }));
+  if (auto parsed = internal::parse_catalog_key(last_key)) {
+    commit.parent = parsed->id;
+  }
+
+  // Stored-size quota: the distinct chunks the project's snapshots reference, plus this one's.
+  if (quota.stored_bytes_max != 0) {
+    ChunkIdSet before;
+    auto snaps = internal::list_in(*txn, chunks_, tables_.catalog, project);
+    if (!snaps) {
+      return std::unexpected(snaps.error());
+    }
+    for (const auto& s : *snaps) {
+      SHOAL_TRY_STATUS(internal::mark_reachable(*txn, chunks_, s.id, before));
+    }
+    ChunkIdSet after = before;
+    after.insert(commit.tree);
+    internal::WalkVisitor v;
+    v.enter_tree = [&](const std::string&, const ChunkId& t) { return after.insert(t).second || t == commit.tree; };
+    v.entry = [&](const std::string&, const TreeEntry& e) {
+      if (e.kind == EntryKind::kFile) after.insert(e.chunks.begin(), e.chunks.end());
+    };
+    SHOAL_TRY_STATUS(internal::walk_tree(*txn, chunks_, commit.tree, v));
+    auto sum = [&](const ChunkIdSet& set) -> Result<std::uint64_t> {
+      std::uint64_t total = 0;
+      for (const auto& id : set) {
+        auto size = chunks_.stored_size(*txn, id);
+        if (!size) return std::unexpected(size.error());
+        total += size->value_or(0);
+      }
+      return total;
+    };
+    auto used = sum(before);
+    auto would = sum(after);
+    if (!used || !would) {
+      return std::unexpected(!used ? used.error() : would.error());
+    }
+    if (*would > quota.stored_bytes_max) {
+      txn->abort();
+      return make_error(Code::kResourceExhausted,
+                        "quota exceeded: project '" + project + "' stores " + human(*used) + "; this snapshot would make it " +
+                            human(*would) + ", above its stored-size limit of " + human(quota.stored_bytes_max) +
+                            ". No snapshot was added and existing ones are untouched. Prune old snapshots "
+                            "(`shoal snapshot prune --project " + project + " --keep-last N`, then `shoal snapshot gc`) "
+                            "or raise the limit with `shoal snapshot quota set --project " + project + " --stored BYTES`.");
+    }
+  }
+
+  commit.new_bytes = new_bytes;
+  const Bytes commit_plain = encode_commit(commit);
+  const ChunkId snapshot_id = chunk_id_of(commit_plain);
+  if (auto added = chunks_.put_encoded(*txn, snapshot_id, encode_chunk(commit_plain, 0)); !added) {
+    return std::unexpected(added.error());
+  }
+  const Bytes key = internal::catalog_key(project, commit.time_ns, snapshot_id);
+  SHOAL_TRY_STATUS(txn->put(tables_.catalog, key, {}));
+  SHOAL_TRY_STATUS(txn->put(tables_.by_id, snapshot_id, key));
+
+  // File cache: write what was read (unless racy), drop what is gone.
+  ChunkIdSet current;  // Hashes of cached paths (the key suffix).
+  for (const auto& f : scan.files) {
+    const Bytes k = cache_key(prefix, f.rel);
+    ChunkId suffix{};
+    std::memcpy(suffix.data(), k.data() + prefix.size(), suffix.size());
+    if (f.failed) {
+      continue;
+    }
+    if (f.cache_hit) {
+      current.insert(suffix);
+      continue;
+    }
+    const bool racy = std::max(f.mtime_ns, f.ctime_ns) + kRacyWindowNs > options.now_ns;
+    if (racy) {
+      continue;
+    }
+    current.insert(suffix);
+    SHOAL_TRY_STATUS(txn->put(tables_.file_cache, k, encode_cache_entry(f)));
+  }
+  std::vector<Bytes> stale;
+  SHOAL_TRY_STATUS(txn->scan(tables_.file_cache, prefix, [&](ByteView k, ByteView) {
+    if (k.size() != prefix.size() + kHashBytes || !std::equal(prefix.begin(), prefix.end(), k.begin())) {
+      return k.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), k.begin());
+    }
+    ChunkId suffix{};
+    std::memcpy(suffix.data(), k.data() + prefix.size(), suffix.size());
+    if (!current.contains(suffix)) {
+      stale.emplace_back(k.begin(), k.end());
+    }
+    return true;
+  }));
+  for (const auto& k : stale) {
+    auto d = txn->del(tables_.file_cache, k);
+    if (!d) {
+      return std::unexpected(d.error());
+    }
+  }
+  SHOAL_TRY_STATUS(txn->put(tables_.cache_base, as_bytes(project), snapshot_id));
+  fault_point("before_final_commit");
+  SHOAL_TRY_STATUS(txn->commit());
+  fault_point("after_final_commit");
+  result.snapshot = SnapshotInfo{.id = snapshot_id, .commit = commit};
+  result.chunks_new = chunks_new;
+  return result;
+}
+
+}  // namespace shoal::storage

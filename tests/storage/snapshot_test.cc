@@ -1,0 +1,617 @@
+#include "storage/snapshot_store.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+
+#include "storage/snapshot_internal.h"
+#include "tests/storage/tree_util.h"
+
+namespace shoal::storage {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::describe;
+using testing::make_random_tree;
+using testing::random_bytes;
+using testing::read_file;
+using testing::write_file;
+
+// Far enough after any file's ctime that the racy-cache rule never applies.
+std::int64_t test_now_ns(int offset_s = 0) {
+  struct timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return (static_cast<std::int64_t>(ts.tv_sec) + 100 + offset_s) * 1'000'000'000;
+}
+
+class SnapshotTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = fs::temp_directory_path() / ("shoal-snap-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(base_);
+    fs::create_directories(base_);
+    store_dir_ = (base_ / "store").string();
+    src_ = (base_ / "src").string();
+    Open();
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(base_);
+  }
+  void Open() {
+    store_.reset();
+    auto s = SnapshotStore::open(store_dir_);
+    ASSERT_TRUE(s) << s.error().to_string();
+    store_ = std::move(*s);
+  }
+  Result<CreateResult> Create(const std::string& project, const std::string& dir, int now_offset_s = 0) {
+    return store_->create(CreateOptions{.project = project, .source_dir = dir, .now_ns = test_now_ns(now_offset_s)});
+  }
+  SnapshotInfo Save(const std::string& project, const std::string& dir, int now_offset_s = 0) {
+    auto r = Create(project, dir, now_offset_s);
+    EXPECT_TRUE(r) << r.error().to_string();
+    return r ? r->snapshot : SnapshotInfo{};
+  }
+  std::string Target(const std::string& name) { return (base_ / name).string(); }
+  // The chunk ids of one file in a snapshot.
+  std::vector<ChunkId> ChunksOf(const SnapshotInfo& s, const std::string& path) {
+    auto txn = Txn::begin_read(store_->env());
+    auto commit = internal::load_commit(*txn, store_->chunks(), s.id);
+    std::vector<ChunkId> out;
+    internal::WalkVisitor v;
+    v.entry = [&](const std::string& p, const TreeEntry& e) {
+      if (p == path) out = e.chunks;
+    };
+    EXPECT_TRUE(internal::walk_tree(*txn, store_->chunks(), commit->tree, v));
+    return out;
+  }
+  void OverwriteChunk(const ChunkId& id, const Bytes& value) {
+    auto txn = Txn::begin_write(store_->env());
+    ASSERT_TRUE(txn->put(store_->chunks().table(), id, value));
+    ASSERT_TRUE(txn->commit());
+  }
+  void DeleteChunk(const ChunkId& id) {
+    auto txn = Txn::begin_write(store_->env());
+    ASSERT_TRUE(*txn->del(store_->chunks().table(), id));
+    ASSERT_TRUE(txn->commit());
+  }
+  Bytes RawChunk(const ChunkId& id) {
+    auto raw = store_->get_raw_chunk(id);
+    EXPECT_TRUE(raw && *raw);
+    return raw && *raw ? **raw : Bytes{};
+  }
+  std::uint64_t ChunkCount() {
+    auto s = store_->stats();
+    return s ? s->chunks : 0;
+  }
+
+  fs::path base_;
+  std::string store_dir_;
+  std::string src_;
+  std::unique_ptr<SnapshotStore> store_;
+};
+
+TEST_F(SnapshotTest, RestoredTreeEqualsSavedTree) {
+  for (std::uint64_t seed : {1u, 2u, 3u}) {
+    const std::string src = src_ + std::to_string(seed);
+    make_random_tree(src, seed);
+    const SnapshotInfo s = Save("p", src);
+    const std::string out = Target("out" + std::to_string(seed));
+    auto r = store_->restore(s, out);
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_TRUE(r->damaged.empty());
+    const auto want = describe(src);
+    const auto got = describe(out);
+    EXPECT_EQ(got.size(), want.size());
+    for (const auto& [path, node] : want) {
+      auto it = got.find(path);
+      ASSERT_NE(it, got.end()) << "missing " << path;
+      EXPECT_EQ(it->second.kind, node.kind) << path;
+      EXPECT_EQ(it->second.mode, node.mode) << path;
+      EXPECT_EQ(it->second.mtime_ns, node.mtime_ns) << path;
+      EXPECT_TRUE(it->second.content == node.content) << path;
+    }
+  }
+}
+
+TEST_F(SnapshotTest, SameTreeGivesSameRootWhateverTheThreadCount) {
+  make_random_tree(src_, 11);
+  std::vector<ChunkId> trees;
+  for (unsigned threads : {1u, 2u, 4u}) {
+    auto r = store_->create(CreateOptions{.project = "t" + std::to_string(threads), .source_dir = src_,
+                                          .now_ns = test_now_ns(), .threads = threads});
+    ASSERT_TRUE(r) << r.error().to_string();
+    trees.push_back(r->snapshot.commit.tree);
+  }
+  EXPECT_EQ(trees[0], trees[1]);
+  EXPECT_EQ(trees[0], trees[2]);
+}
+
+TEST_F(SnapshotTest, InsertAtStartOfFileDedupsTheRest) {
+  fs::create_directories(src_);
+  Prng rng(5);
+  Bytes data = random_bytes(rng, 4 << 20, false);
+  write_file(src_ + "/big", data);
+  const SnapshotInfo first = Save("p", src_);
+  data.insert(data.begin(), {1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  write_file(src_ + "/big", data);
+  const SnapshotInfo second = Save("p", src_, 1);
+  EXPECT_GT(first.commit.new_bytes, 4u << 20);
+  // Only the chunk around the edit (at most the 256 KiB maximum) plus manifests are new.
+  EXPECT_LT(second.commit.new_bytes, 300u << 10);
+  EXPECT_EQ(second.commit.parent, first.id);
+}
+
+TEST_F(SnapshotTest, SameContentInTwoProjectsIsStoredOnce) {
+  make_random_tree(src_, 6);
+  const SnapshotInfo a = Save("alpha", src_);
+  const std::uint64_t chunks_after_a = ChunkCount();
+  const SnapshotInfo b = Save("beta", src_);
+  EXPECT_EQ(a.commit.tree, b.commit.tree);
+  EXPECT_EQ(ChunkCount(), chunks_after_a + 1);  // Only beta's commit object.
+  EXPECT_LT(b.commit.new_bytes, 200u);
+}
+
+TEST_F(SnapshotTest, NoChangeSnapshotReadsNoFileContents) {
+  make_random_tree(src_, 7);
+  auto first = Create("p", src_);
+  ASSERT_TRUE(first);
+  EXPECT_GT(first->files_read, 0u);
+  auto second = Create("p", src_, 1);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->files_read, 0u);
+  EXPECT_EQ(second->bytes_read, 0u);
+  EXPECT_EQ(second->cache_hits, first->files_read);
+  EXPECT_EQ(second->snapshot.commit.tree, first->snapshot.commit.tree);
+  EXPECT_NE(second->snapshot.id, first->snapshot.id);  // A new snapshot, with its own time and parent.
+}
+
+TEST_F(SnapshotTest, ChangedFileIsReadAgainDespiteCache) {
+  fs::create_directories(src_);
+  write_file(src_ + "/a", Bytes(1000, 'a'));
+  write_file(src_ + "/b", Bytes(1000, 'b'));
+  ASSERT_TRUE(Create("p", src_));
+  write_file(src_ + "/a", Bytes(1000, 'c'));  // Same size; mtime and ctime change.
+  auto second = Create("p", src_, 1);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->files_read, 1u);
+  auto r = store_->restore(second->snapshot, Target("out"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(read_file(Target("out") + "/a"), Bytes(1000, 'c'));
+}
+
+TEST_F(SnapshotTest, RacyFileIsNotCached) {
+  fs::create_directories(src_);
+  write_file(src_ + "/a", Bytes(10, 'a'));
+  // The snapshot's time equals the file's ctime: a later same-size write in
+  // the same timestamp tick would be invisible, so the file must be re-read.
+  struct stat st{};
+  ::stat((src_ + "/a").c_str(), &st);
+  const std::int64_t ctime = st.st_ctim.tv_sec * 1'000'000'000LL + st.st_ctim.tv_nsec;
+  ASSERT_TRUE(store_->create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = ctime}));
+  auto second = store_->create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = ctime + 1});
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->files_read, 1u);
+}
+
+TEST_F(SnapshotTest, SecondSaveOfSameProjectIsRefusedAtOnce) {
+  make_random_tree(src_, 8, 20);
+  bool checked = false;
+  auto r = store_->create(CreateOptions{
+      .project = "p", .source_dir = src_, .now_ns = test_now_ns(),
+      .progress = [&](const Progress&) {
+        if (checked) return;
+        checked = true;
+        auto second = store_->create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = test_now_ns()});
+        ASSERT_FALSE(second);
+        EXPECT_EQ(second.error().code, Code::kFailedPrecondition);
+        EXPECT_NE(second.error().message.find("save in progress"), std::string::npos);
+        // The lock is a flock: another process sees it too.
+        const pid_t child = ::fork();
+        if (child == 0) {
+          auto fd = internal::lock_file(store_dir_, "p.save", true, false);
+          ::_exit(!fd && fd.error().code == Code::kUnavailable ? 0 : 1);
+        }
+        int status = 0;
+        ::waitpid(child, &status, 0);
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+      }});
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_TRUE(checked);
+  // Once the first save is done, the lock is free again.
+  EXPECT_TRUE(Create("p", src_, 1));
+}
+
+TEST_F(SnapshotTest, VerifyNamesFilesOfCorruptAndMissingChunks) {
+  fs::create_directories(src_ + "/sub");
+  Prng rng(9);
+  write_file(src_ + "/sub/corrupt_me", random_bytes(rng, 100000, false));
+  write_file(src_ + "/missing_me", random_bytes(rng, 50000, true));
+  write_file(src_ + "/fine", random_bytes(rng, 70000, false));
+  const SnapshotInfo s = Save("p", src_);
+  auto clean = store_->verify({s});
+  ASSERT_TRUE(clean);
+  EXPECT_TRUE(clean->clean());
+
+  const ChunkId bad = ChunksOf(s, "sub/corrupt_me").at(0);
+  Bytes value = RawChunk(bad);
+  value[value.size() / 2] ^= 0x40;
+  OverwriteChunk(bad, value);
+  const ChunkId gone = ChunksOf(s, "missing_me").at(0);
+  DeleteChunk(gone);
+
+  auto r = store_->verify({s});
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->clean());
+  ASSERT_EQ(r->snapshots.size(), 1u);
+  const auto& damage = r->snapshots[0].damage;
+  ASSERT_EQ(damage.size(), 2u);
+  std::map<std::string, Damage> by_path;
+  for (const auto& d : damage) by_path[d.path] = d;
+  ASSERT_TRUE(by_path.contains("sub/corrupt_me"));
+  EXPECT_EQ(by_path["sub/corrupt_me"].chunk, bad);
+  EXPECT_TRUE(by_path["sub/corrupt_me"].problem.starts_with("corrupt"));
+  ASSERT_TRUE(by_path.contains("missing_me"));
+  EXPECT_EQ(by_path["missing_me"].chunk, gone);
+  EXPECT_EQ(by_path["missing_me"].problem, "missing");
+}
+
+TEST_F(SnapshotTest, TruncatedChunkIsCorruptionAndRestoreKeepsTheRest) {
+  fs::create_directories(src_);
+  Prng rng(10);
+  const Bytes good = random_bytes(rng, 80000, true);
+  write_file(src_ + "/good", good);
+  write_file(src_ + "/bad", random_bytes(rng, 80000, false));
+  const SnapshotInfo s = Save("p", src_);
+  const ChunkId id = ChunksOf(s, "bad").at(0);
+  Bytes value = RawChunk(id);
+  value.resize(value.size() / 2);
+  OverwriteChunk(id, value);
+
+  auto txn = Txn::begin_read(store_->env());
+  auto got = store_->chunks().get(*txn, id);
+  txn->abort();
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, Code::kCorruption);
+
+  auto r = store_->restore(s, Target("out"));
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->damaged.size(), 1u);
+  EXPECT_EQ(r->damaged[0].path, "bad");
+  EXPECT_FALSE(fs::exists(Target("out") + "/bad"));  // No file with wrong contents.
+  EXPECT_EQ(read_file(Target("out") + "/good"), good);
+  // The store itself lost nothing else.
+  auto v = store_->verify({s});
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->snapshots[0].damage.size(), 1u);
+}
+
+TEST_F(SnapshotTest, RestoreRefusesNonEmptyTargetUnlessForced) {
+  make_random_tree(src_, 12, 10);
+  const SnapshotInfo s = Save("p", src_);
+  const std::string out = Target("out");
+  fs::create_directories(out);
+  write_file(out + "/precious", Bytes(5, 'x'));
+  auto r = store_->restore(s, out);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kFailedPrecondition);
+  EXPECT_NE(r.error().message.find("--force"), std::string::npos);
+  EXPECT_EQ(read_file(out + "/precious"), Bytes(5, 'x'));
+  EXPECT_EQ(describe(out).size(), 1u);
+  auto forced = store_->restore(s, out, RestoreOptions{.force = true});
+  ASSERT_TRUE(forced) << forced.error().to_string();
+  auto want = describe(src_);
+  want["precious"] = describe(out)["precious"];
+  EXPECT_EQ(describe(out), want);
+}
+
+TEST_F(SnapshotTest, LiveQuotaRefusalNamesProjectLimitAndUsageAndTouchesNothing) {
+  make_random_tree(src_, 13, 20);
+  const SnapshotInfo first = Save("p", src_);
+  ASSERT_TRUE(store_->set_quota("p", Quota{.live_bytes_max = 1000, .stored_bytes_max = 0}));
+  const std::uint64_t chunks_before = ChunkCount();
+  auto r = Create("p", src_, 1);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kResourceExhausted);
+  EXPECT_NE(r.error().message.find("'p'"), std::string::npos);
+  EXPECT_NE(r.error().message.find("1000 B"), std::string::npos);
+  EXPECT_NE(r.error().message.find(std::to_string(first.commit.logical_bytes)), std::string::npos);
+  EXPECT_NE(r.error().message.find("quota set"), std::string::npos);
+  EXPECT_EQ(ChunkCount(), chunks_before);
+  auto list = store_->list("p");
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->size(), 1u);
+  auto v = store_->verify(*list);
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(v->clean());
+}
+
+TEST_F(SnapshotTest, StoredQuotaRefusalLeavesExistingSnapshots) {
+  make_random_tree(src_, 14, 20);
+  const SnapshotInfo first = Save("p", src_);
+  ASSERT_TRUE(store_->set_quota("p", Quota{.live_bytes_max = 0, .stored_bytes_max = first.commit.new_bytes + 100}));
+  write_file(src_ + "/new_big", random_bytes(*std::make_unique<Prng>(1).get(), 200000, false));
+  auto r = Create("p", src_, 1);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kResourceExhausted);
+  EXPECT_NE(r.error().message.find("stored-size limit"), std::string::npos);
+  auto list = store_->list("p");
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ(list->at(0).id, first.id);
+  auto v = store_->verify(*list);
+  ASSERT_TRUE(v && v->clean());
+  // The refused save's chunks are orphans; gc takes them and nothing else.
+  auto gc = store_->gc();
+  ASSERT_TRUE(gc);
+  EXPECT_GT(gc->chunks_removed, 0u);
+  v = store_->verify(*list);
+  ASSERT_TRUE(v && v->clean());
+}
+
+TEST_F(SnapshotTest, PruneKeepsTheRightSnapshots) {
+  fs::create_directories(src_);
+  write_file(src_ + "/f", Bytes(10, 'f'));
+  std::vector<SnapshotInfo> saved;
+  const std::int64_t hour = 3600LL * 1'000'000'000;
+  const std::int64_t t0 = test_now_ns();
+  for (int i = 0; i < 6; ++i) {  // Two per hour over three hours.
+    auto r = store_->create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = t0 + i * hour / 2});
+    ASSERT_TRUE(r);
+    saved.push_back(r->snapshot);
+  }
+  auto dry = store_->prune("p", RetentionPolicy{.keep_last = 1, .keep_hourly = 2}, /*dry_run=*/true);
+  ASSERT_TRUE(dry);
+  EXPECT_EQ(store_->list("p")->size(), 6u);
+  auto r = store_->prune("p", RetentionPolicy{.keep_last = 1, .keep_hourly = 2});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->removed.size(), dry->removed.size());
+  auto left = store_->list("p");
+  ASSERT_TRUE(left);
+  std::vector<ChunkId> ids;
+  for (const auto& s : *left) ids.push_back(s.id);
+  // t0 may fall anywhere in an hour, so compute the expectation the same way the rule reads.
+  std::vector<std::int64_t> times;
+  for (const auto& s : saved) times.push_back(s.commit.time_ns);
+  const auto keep = select_kept(times, RetentionPolicy{.keep_last = 1, .keep_hourly = 2});
+  std::vector<ChunkId> want;
+  for (std::size_t i = 0; i < saved.size(); ++i)
+    if (keep[i]) want.push_back(saved[i].id);
+  EXPECT_EQ(ids, want);
+  EXPECT_GE(want.size(), 2u);
+  EXPECT_LE(want.size(), 3u);
+  EXPECT_EQ(ids.back(), saved.back().id);
+  auto empty = store_->prune("p", RetentionPolicy{});
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code, Code::kInvalidArgument);
+}
+
+TEST_F(SnapshotTest, GcRemovesOnlyUnreferencedChunks) {
+  fs::create_directories(src_);
+  Prng rng(15);
+  write_file(src_ + "/keep", random_bytes(rng, 300000, false));
+  write_file(src_ + "/drop", random_bytes(rng, 300000, false));
+  const SnapshotInfo old = Save("p", src_);
+  const std::vector<ChunkId> dropped = ChunksOf(old, "drop");
+  fs::remove(src_ + "/drop");
+  const SnapshotInfo now = Save("p", src_, 1);
+  const SnapshotInfo other = Save("q", src_, 2);
+  ASSERT_TRUE(store_->put_raw_chunk(chunk_id_of(as_bytes("orphan")), encode_chunk(as_bytes("orphan"), 0)));
+
+  auto nothing = store_->gc();
+  ASSERT_TRUE(nothing);
+  EXPECT_EQ(nothing->chunks_removed, 1u);  // Just the orphan.
+  ASSERT_TRUE(store_->prune("p", RetentionPolicy{.keep_last = 1}));
+  auto gc = store_->gc();
+  ASSERT_TRUE(gc) << gc.error().to_string();
+  auto txn = Txn::begin_read(store_->env());
+  for (const auto& id : dropped) EXPECT_FALSE(*store_->chunks().contains(*txn, id));
+  EXPECT_FALSE(*store_->chunks().contains(*txn, old.id));
+  txn->abort();
+  auto v = store_->verify({now, other});
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(v->clean());
+  auto s = store_->stats();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->unreferenced_chunks, 0u);
+}
+
+TEST_F(SnapshotTest, GcRefusesWhenAManifestIsUnreadable) {
+  make_random_tree(src_, 16, 10);
+  const SnapshotInfo s = Save("p", src_);
+  ASSERT_TRUE(store_->put_raw_chunk(chunk_id_of(as_bytes("orphan")), encode_chunk(as_bytes("orphan"), 0)));
+  DeleteChunk(s.commit.tree);
+  const std::uint64_t before = ChunkCount();
+  auto gc = store_->gc();
+  ASSERT_FALSE(gc);
+  EXPECT_EQ(gc.error().code, Code::kFailedPrecondition);
+  EXPECT_EQ(ChunkCount(), before);  // No deletion on doubt.
+}
+
+TEST_F(SnapshotTest, DiffListsAddedRemovedAndChangedPaths) {
+  fs::create_directories(src_ + "/d");
+  write_file(src_ + "/same", Bytes(10, 's'));
+  write_file(src_ + "/changed", Bytes(10, 'c'));
+  write_file(src_ + "/gone", Bytes(10, 'g'));
+  write_file(src_ + "/d/inner", Bytes(10, 'i'));
+  const SnapshotInfo a = Save("p", src_);
+  write_file(src_ + "/changed", Bytes(11, 'c'));
+  fs::remove(src_ + "/gone");
+  fs::create_directories(src_ + "/newdir");
+  write_file(src_ + "/newdir/x", Bytes(1, 'x'));
+  testing::set_mtime(src_ + "/d", 1600000000, 0);
+  const SnapshotInfo b = Save("p", src_, 1);
+  auto d = store_->diff(a, b);
+  ASSERT_TRUE(d);
+  std::vector<std::string> lines;
+  for (const auto& e : *d) lines.push_back(std::string(1, e.change) + " " + e.path);
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"+ newdir/", "+ newdir/x", "- gone", "M changed", "m d/"}));
+}
+
+TEST_F(SnapshotTest, FindResolvesPrefixAndLatest) {
+  make_random_tree(src_, 17, 5);
+  const SnapshotInfo a = Save("p", src_);
+  const SnapshotInfo b = Save("p", src_, 1);
+  EXPECT_EQ(store_->find(to_hex(a.id).substr(0, 10))->id, a.id);
+  EXPECT_EQ(store_->find("latest", std::string("p"))->id, b.id);
+  EXPECT_EQ(store_->find("latest").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(store_->find("zzzzzz").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(store_->find("000000000000").error().code, Code::kNotFound);
+}
+
+TEST_F(SnapshotTest, TransferApiCopiesASnapshotBetweenStores) {
+  make_random_tree(src_, 18, 30);
+  const SnapshotInfo s = Save("p", src_);
+  auto other = SnapshotStore::open((base_ / "other").string());
+  ASSERT_TRUE(other);
+  auto fence = (*other)->hold_gc();
+  ASSERT_TRUE(fence);
+  for (int round = 0; round < 100; ++round) {
+    auto lacking = (*other)->lacking(s.id);
+    ASSERT_TRUE(lacking);
+    if (lacking->empty()) break;
+    for (const auto& id : *lacking) {
+      auto raw = store_->get_raw_chunk(id);
+      ASSERT_TRUE(raw && *raw);
+      ASSERT_TRUE((*other)->put_raw_chunk(id, **raw));
+    }
+  }
+  // A chunk that does not match its id is refused.
+  auto bad = (*other)->put_raw_chunk(chunk_id_of(as_bytes("x")), encode_chunk(as_bytes("y"), 0));
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Code::kCorruption);
+  auto committed = (*other)->commit_received(s.id);
+  ASSERT_TRUE(committed) << committed.error().to_string();
+  EXPECT_EQ(committed->commit, s.commit);
+  auto r = (*other)->restore(s, Target("out"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(describe(Target("out")), describe(src_));
+}
+
+TEST_F(SnapshotTest, SpecialFilesAndVanishedEntriesAreReportedNotFatal) {
+  fs::create_directories(src_);
+  write_file(src_ + "/ok", Bytes(3, 'o'));
+  ASSERT_EQ(::mkfifo((src_ + "/fifo").c_str(), 0600), 0);
+  auto r = Create("p", src_);
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_NE(r->warnings[0].find("fifo"), std::string::npos);
+  EXPECT_EQ(r->snapshot.commit.files, 1u);
+}
+
+TEST_F(SnapshotTest, SparseFileRestoresSparse) {
+  fs::create_directories(src_);
+  const std::string path = src_ + "/sparse";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_EQ(::ftruncate(fd, 64 << 20), 0);
+  ASSERT_EQ(::pwrite(fd, "end", 3, (64 << 20) - 3), 3);
+  ::close(fd);
+  const SnapshotInfo s = Save("p", src_);
+  EXPECT_LT(s.commit.new_bytes, 64u << 10);  // 64 MiB of zeros: a few compressed chunks.
+  auto r = store_->restore(s, Target("out"));
+  ASSERT_TRUE(r);
+  struct stat st{};
+  ASSERT_EQ(::stat((Target("out") + "/sparse").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 64 << 20);
+  EXPECT_LT(st.st_blocks * 512, 4 << 20);  // Holes were kept.
+  EXPECT_EQ(read_file(Target("out") + "/sparse"), read_file(path));
+}
+
+// kill -9 at many points of create, prune and gc: the store opens, verify is
+// clean, the interrupted snapshot is absent or complete, gc collects orphans.
+class CrashTest : public SnapshotTest {
+ protected:
+  // Runs `op` in a child process that SIGKILLs itself at the k-th fault point
+  // (counting only points whose name starts with `prefix`). Returns true if
+  // the child was killed (false: op finished before reaching the point).
+  bool RunAndKill(const std::function<void(SnapshotStore&)>& op, const std::string& prefix, int k) {
+    store_.reset();  // Never share an LMDB environment across fork().
+    const pid_t child = ::fork();
+    if (child == 0) {
+      auto s = SnapshotStore::open(store_dir_);
+      if (!s) ::_exit(3);
+      int seen = 0;
+      (*s)->set_fault_hook([&](std::string_view point) {
+        if (point.starts_with(prefix) && seen++ == k) ::raise(SIGKILL);
+      });
+      op(**s);
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    Open();
+    EXPECT_TRUE(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0)) << "child status " << status;
+    return WIFSIGNALED(status);
+  }
+  void ExpectConsistent() {
+    auto all = store_->list();
+    ASSERT_TRUE(all);
+    auto v = store_->verify(*all);
+    ASSERT_TRUE(v);
+    EXPECT_TRUE(v->clean());
+  }
+};
+
+TEST_F(CrashTest, KillDuringCreateLeavesSnapshotAbsentOrComplete) {
+  make_random_tree(src_, 19, 40);
+  const SnapshotInfo base = Save("p", src_);
+  testing::write_file(src_ + "/extra", random_bytes(*std::make_unique<Prng>(2).get(), 2 << 20, false));
+  int killed = 0;
+  for (int k = 0; k < 40; k += 3) {
+    const std::string point = k % 2 == 0 ? "chunk_put" : "before_final_commit";
+    const bool was_killed = RunAndKill(
+        [&](SnapshotStore& s) {
+          (void)s.create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = test_now_ns(k + 1), .threads = 2});
+        },
+        point, point == "chunk_put" ? k : 0);
+    killed += was_killed ? 1 : 0;
+    ExpectConsistent();
+    auto list = store_->list("p");
+    ASSERT_TRUE(list);
+    if (was_killed) {
+      // Saves that finished before (when the point was not reached) may exist; each is complete (verify above).
+      EXPECT_GE(list->size(), 1u);
+    }
+    // The save lock died with the child: a new save works at once.
+    ASSERT_TRUE(Create("p", src_, 1000 + k));
+  }
+  EXPECT_GT(killed, 3);
+  auto gc = store_->gc();
+  ASSERT_TRUE(gc);
+  auto stats = store_->stats();
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->unreferenced_chunks, 0u);
+  ExpectConsistent();
+  EXPECT_TRUE(store_->find(to_hex(base.id)));
+}
+
+TEST_F(CrashTest, KillDuringPruneAndGcKeepsStoreConsistent) {
+  fs::create_directories(src_);
+  Prng rng(20);
+  for (int i = 0; i < 6; ++i) {
+    write_file(src_ + "/f" + std::to_string(i), random_bytes(rng, 100000, false));
+    Save("p", src_, i);
+  }
+  const std::size_t before = store_->list("p")->size();
+  EXPECT_TRUE(RunAndKill([](SnapshotStore& s) { (void)s.prune("p", RetentionPolicy{.keep_last = 2}); }, "prune_", 1));
+  EXPECT_EQ(store_->list("p")->size(), before);  // All or nothing: nothing.
+  ExpectConsistent();
+  ASSERT_TRUE(store_->prune("p", RetentionPolicy{.keep_last = 2}));
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_TRUE(RunAndKill([](SnapshotStore& s) { (void)s.gc(); }, "gc_", k));
+    ExpectConsistent();
+  }
+  auto gc = store_->gc();
+  ASSERT_TRUE(gc);
+  EXPECT_GT(gc->chunks_removed, 0u);
+  ExpectConsistent();
+  auto stats = store_->stats();
+  EXPECT_EQ(stats->unreferenced_chunks, 0u);
+}
+
+}  // namespace
+}  // namespace shoal::storage
