@@ -1,0 +1,668 @@
+// Tests for transfer/chunk_sync.h against in-memory fake stores: full
+// transfer, resume, damaged chunks, window bounds, commit rules, message
+// decoding, and one run through a pair of secure channels.
+
+#include "transfer/chunk_sync.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/codec.h"
+#include "transfer/secure_channel.h"
+
+namespace shoal::transfer {
+namespace {
+
+// A chunk store in memory. Chunk id = BLAKE2b-256 of the stored bytes.
+// Manifests are 'M' followed by (kind, id) pairs; data chunks start with 'D'.
+class FakeStore final : public SyncSource, public SyncSink {
+ public:
+  ChunkId Add(const Bytes& bytes) {
+    const ChunkId id = blake2b_256(bytes);
+    chunks[id] = bytes;
+    return id;
+  }
+  ChunkId AddData(std::size_t size, std::uint8_t fill) {
+    Bytes b(size + 1, fill);
+    b[0] = 'D';
+    return Add(b);
+  }
+  ChunkId AddManifest(const std::vector<ChunkRef>& refs) {
+    Bytes b = {'M'};
+    for (const ChunkRef& r : refs) {
+      b.push_back(static_cast<std::uint8_t>(r.kind));
+      b.insert(b.end(), r.id.begin(), r.id.end());
+    }
+    return Add(b);
+  }
+  // Every chunk reachable from root, root included.
+  std::set<ChunkId> Closure(const ChunkId& root) const {
+    std::set<ChunkId> out;
+    std::vector<ChunkId> stack = {root};
+    while (!stack.empty()) {
+      const ChunkId id = stack.back();
+      stack.pop_back();
+      if (!out.insert(id).second) {
+        continue;
+      }
+      const Bytes& b = chunks.at(id);
+      if (b[0] == 'M') {
+        for (const ChunkRef& r : Parse(b)) {
+          stack.push_back(r.id);
+        }
+      }
+    }
+    return out;
+  }
+
+  // SyncSource and SyncSink.
+  Result<Bytes> read(const ChunkId& id) override {
+    ++reads;
+    auto it = chunks.find(id);
+    if (it == chunks.end()) {
+      return make_error(Code::kNotFound, "no such chunk");
+    }
+    return it->second;
+  }
+  Result<bool> has_snapshot(const ChunkId& snapshot) override { return committed.contains(snapshot); }
+  Result<std::vector<ChunkId>> missing(std::span<const ChunkId> ids) override {
+    std::vector<ChunkId> out;
+    std::set<ChunkId> seen;
+    for (const ChunkId& id : ids) {
+      if (!chunks.contains(id) && seen.insert(id).second) {
+        out.push_back(id);
+      }
+    }
+    return out;
+  }
+  Status put(const ChunkId& id, ByteView bytes) override {
+    if (blake2b_256(bytes) != id) {
+      ++refused;
+      return make_error(Code::kCorruption, "bytes do not hash to the id");
+    }
+    ++puts;
+    chunks[id] = Bytes(bytes.begin(), bytes.end());
+    return ok_status();
+  }
+  Result<std::vector<ChunkRef>> references(const ChunkId& manifest, ByteView bytes) override {
+    (void)manifest;
+    if (bytes.empty() || bytes[0] != 'M' || (bytes.size() - 1) % 33 != 0) {
+      return make_error(Code::kCorruption, "not a manifest");
+    }
+    return Parse(bytes);
+  }
+  Status commit(const ChunkId& snapshot) override {
+    ++commit_calls;
+    for (const ChunkId& id : ClosureIfPresent(snapshot)) {
+      if (!chunks.contains(id)) {
+        return make_error(Code::kFailedPrecondition, "commit with a chunk missing");
+      }
+    }
+    committed.insert(snapshot);
+    return ok_status();
+  }
+
+  std::map<ChunkId, Bytes> chunks;
+  std::set<ChunkId> committed;
+  int reads = 0;
+  int puts = 0;
+  int refused = 0;
+  int commit_calls = 0;
+
+ private:
+  static std::vector<ChunkRef> Parse(ByteView b) {
+    std::vector<ChunkRef> refs;
+    for (std::size_t at = 1; at + 33 <= b.size(); at += 33) {
+      ChunkRef r;
+      r.kind = static_cast<ChunkKind>(b[at]);
+      std::copy(b.begin() + static_cast<std::ptrdiff_t>(at + 1), b.begin() + static_cast<std::ptrdiff_t>(at + 33),
+                r.id.begin());
+      refs.push_back(r);
+    }
+    return refs;
+  }
+  // Like Closure, but stops at what is absent (it cannot be read).
+  std::set<ChunkId> ClosureIfPresent(const ChunkId& root) const {
+    std::set<ChunkId> out;
+    std::vector<ChunkId> stack = {root};
+    while (!stack.empty()) {
+      const ChunkId id = stack.back();
+      stack.pop_back();
+      if (!out.insert(id).second) {
+        continue;
+      }
+      auto it = chunks.find(id);
+      if (it != chunks.end() && it->second[0] == 'M') {
+        for (const ChunkRef& r : Parse(it->second)) {
+          stack.push_back(r.id);
+        }
+      }
+    }
+    return out;
+  }
+};
+
+// What a pump step may do to a message in flight.
+enum class Verdict { kDeliver, kDrop, kStop };
+
+class SyncTest : public ::testing::Test {
+ protected:
+  SyncTest() {
+    config_.window_chunks = 8;
+    config_.get_batch = 3;
+    config_.piece_bytes = 1000;  // Chunks up to 3 KB travel in several pieces.
+    config_.missing_batch = 5;
+  }
+
+  // A snapshot: root -> dirs -> (files, and a nested dir). One chunk is
+  // shared by every directory to exercise deduplication. Returns the root.
+  ChunkId BuildSnapshot(FakeStore& store, int dirs, int files, std::uint8_t salt) {
+    const ChunkId shared = store.AddData(1500, 0xee);
+    std::vector<ChunkRef> top;
+    for (int d = 0; d < dirs; ++d) {
+      std::vector<ChunkRef> entries;
+      for (int f = 0; f < files; ++f) {
+        const std::size_t size = 1 + static_cast<std::size_t>((d * 7919 + f * 104729) % 3000);
+        entries.push_back({store.AddData(size, static_cast<std::uint8_t>(salt + d * files + f)), ChunkKind::kData});
+      }
+      entries.push_back({shared, ChunkKind::kData});
+      const ChunkId nested = store.AddManifest({{store.AddData(10, static_cast<std::uint8_t>(salt + d)),
+                                                 ChunkKind::kData}});
+      entries.push_back({nested, ChunkKind::kManifest});
+      top.push_back({store.AddManifest(entries), ChunkKind::kManifest});
+    }
+    return store.AddManifest(top);
+  }
+
+  void Start(const ChunkId& snapshot, std::uint64_t session = 7) {
+    sender_ = std::make_unique<SyncSender>(config_, source_, session, "project-p", snapshot, 0, now_);
+    receiver_ = std::make_unique<SyncReceiver>(config_, sink_, now_);
+  }
+
+  // Moves messages until both sides are quiet. The filter sees every message
+  // (from_sender tells the direction) and may drop it or stop the run there.
+  // Also checks the window: ids requested minus chunks answered.
+  void Pump(const std::function<Verdict(bool from_sender, SyncMessage&)>& filter = nullptr) {
+    for (int step = 0; step < 100000; ++step) {
+      bool moved = false;
+      while (auto bytes = sender_->poll_message(now_)) {
+        moved = true;
+        now_ += milliseconds(1);
+        auto m = decode_sync_message(*bytes);
+        ASSERT_TRUE(m) << m.error().message;
+        if (m->type == SyncMessageType::kChunk) {
+          ++chunk_messages_;
+          if (m->offset + m->data.size() == m->total) {
+            --outstanding_;
+          }
+        }
+        const Verdict v = filter ? filter(true, *m) : Verdict::kDeliver;
+        if (v == Verdict::kStop) {
+          return;
+        }
+        if (v == Verdict::kDeliver) {
+          receiver_->on_message(now_, encode_sync_message(*m));
+        }
+      }
+      while (auto bytes = receiver_->poll_message(now_)) {
+        moved = true;
+        auto m = decode_sync_message(*bytes);
+        ASSERT_TRUE(m) << m.error().message;
+        if (m->type == SyncMessageType::kGet) {
+          outstanding_ += static_cast<int>(m->ids.size());
+          outstanding_max_ = std::max(outstanding_max_, outstanding_);
+        }
+        const Verdict v = filter ? filter(false, *m) : Verdict::kDeliver;
+        if (v == Verdict::kStop) {
+          return;
+        }
+        if (v == Verdict::kDeliver) {
+          sender_->on_message(now_, encode_sync_message(*m));
+        }
+      }
+      if (!moved) {
+        return;
+      }
+    }
+    FAIL() << "pump did not settle";
+  }
+
+  std::size_t Distinct(const ChunkId& root) { return source_.Closure(root).size(); }
+  std::uint64_t StoredBytes(const ChunkId& root) {
+    std::uint64_t total = 0;
+    for (const ChunkId& id : source_.Closure(root)) {
+      total += source_.chunks.at(id).size();
+    }
+    return total;
+  }
+
+  SyncConfig config_;
+  FakeStore source_;
+  FakeStore sink_;
+  Instant now_ = instant_from_us(1'000'000);
+  std::unique_ptr<SyncSender> sender_;
+  std::unique_ptr<SyncReceiver> receiver_;
+  int outstanding_ = 0;
+  int outstanding_max_ = 0;
+  int chunk_messages_ = 0;
+};
+
+TEST_F(SyncTest, FullTransferCopiesEveryChunkOnceAndCommits) {
+  const ChunkId root = BuildSnapshot(source_, 6, 5, 1);
+  Start(root);
+  Pump();
+  ASSERT_EQ(receiver_->state(), SyncState::kDone) << receiver_->error().to_string();
+  ASSERT_EQ(sender_->state(), SyncState::kDone) << sender_->error().to_string();
+  EXPECT_TRUE(sink_.committed.contains(root));
+  EXPECT_EQ(sink_.commit_calls, 1);
+  for (const ChunkId& id : source_.Closure(root)) {
+    EXPECT_EQ(sink_.chunks.at(id), source_.chunks.at(id));
+  }
+  // The shared chunk is referenced six times and fetched once.
+  EXPECT_EQ(sender_->progress().chunks_transferred, Distinct(root));
+  EXPECT_EQ(receiver_->progress().chunks_transferred, Distinct(root));
+  EXPECT_EQ(receiver_->progress().chunks_requested, Distinct(root));
+  EXPECT_EQ(receiver_->progress().bytes_transferred, StoredBytes(root));
+  EXPECT_EQ(receiver_->progress().chunks_wanted, Distinct(root));
+  EXPECT_TRUE(receiver_->progress().walk_complete);
+  EXPECT_EQ(receiver_->progress().manifests_walked, 1u + 6 + 6);
+  EXPECT_GT(chunk_messages_, static_cast<int>(Distinct(root)));  // Big chunks went in pieces.
+  EXPECT_EQ(outstanding_, 0);
+}
+
+TEST_F(SyncTest, WindowIsNeverExceeded) {
+  const ChunkId root = BuildSnapshot(source_, 10, 8, 2);
+  Start(root);
+  Pump();
+  ASSERT_EQ(receiver_->state(), SyncState::kDone);
+  EXPECT_EQ(outstanding_max_, static_cast<int>(config_.window_chunks));
+  EXPECT_EQ(receiver_->progress().in_flight_max, config_.window_chunks);
+}
+
+TEST_F(SyncTest, ReceiverStopsAskingWhenTheWindowIsFullUntilDataArrives) {
+  const ChunkId root = BuildSnapshot(source_, 1, 30, 3);
+  ASSERT_TRUE(sink_.put(root, source_.chunks.at(root)));  // Root and its dir already here,
+  const ChunkId dir = source_.references(root, source_.chunks.at(root))->front().id;
+  ASSERT_TRUE(sink_.put(dir, source_.chunks.at(dir)));  // so the walk finds 30+ data chunks.
+  Start(root);
+  receiver_->on_message(now_, *sender_->poll_message(now_));  // The offer.
+  std::size_t requested = 0;
+  while (auto bytes = receiver_->poll_message(now_)) {
+    auto get = decode_sync_message(*bytes);
+    ASSERT_TRUE(get);
+    ASSERT_EQ(get->type, SyncMessageType::kGet);
+    requested += get->ids.size();
+    sender_->on_message(now_, *get);
+  }
+  EXPECT_EQ(requested, config_.window_chunks);
+  EXPECT_EQ(source_.reads, 0);  // Backpressure at the sender: nothing read until polled.
+  // One whole chunk arrives: exactly one more id may be asked for.
+  const int reads_before = source_.reads;
+  while (receiver_->in_flight() == config_.window_chunks) {
+    receiver_->on_message(now_, *sender_->poll_message(now_));
+  }
+  EXPECT_EQ(source_.reads, reads_before + 1);  // The sender held one chunk at a time.
+  auto more = receiver_->poll_message(now_);
+  ASSERT_TRUE(more);
+  EXPECT_EQ(decode_sync_message(*more)->ids.size(), 1u);
+  EXPECT_FALSE(receiver_->poll_message(now_));
+}
+
+TEST_F(SyncTest, NoChangeTransferSendsNothing) {
+  const ChunkId root = BuildSnapshot(source_, 3, 3, 4);
+  Start(root);
+  Pump();
+  ASSERT_EQ(receiver_->state(), SyncState::kDone);
+  const int reads = source_.reads;
+  Start(root, 8);
+  Pump();
+  EXPECT_EQ(receiver_->state(), SyncState::kDone);
+  EXPECT_EQ(sender_->state(), SyncState::kDone);
+  EXPECT_TRUE(receiver_->progress().snapshot_already_held);
+  EXPECT_EQ(sender_->progress().chunks_transferred, 0u);
+  EXPECT_EQ(source_.reads, reads);
+  EXPECT_EQ(sink_.commit_calls, 1);  // Nothing to commit the second time.
+}
+
+TEST_F(SyncTest, ResumeAfterInterruptionSendsOnlyWhatIsMissing) {
+  const ChunkId root = BuildSnapshot(source_, 8, 6, 5);
+  const std::size_t total = Distinct(root);
+  Start(root);
+  int completed = 0;
+  Pump([&](bool from_sender, SyncMessage& m) {
+    if (from_sender && m.type == SyncMessageType::kChunk && m.offset + m.data.size() == m.total) {
+      if (++completed == 25) {
+        return Verdict::kStop;  // The connection drops with this chunk's last piece lost.
+      }
+    }
+    return Verdict::kDeliver;
+  });
+  EXPECT_EQ(receiver_->state(), SyncState::kActive);
+  EXPECT_EQ(sink_.commit_calls, 0);
+  EXPECT_FALSE(sink_.committed.contains(root));
+  const std::size_t held = static_cast<std::size_t>(sink_.puts);
+  EXPECT_EQ(held, 24u);
+
+  Start(root, 9);  // A new connection, a new session, the same receiver store.
+  Pump();
+  ASSERT_EQ(receiver_->state(), SyncState::kDone) << receiver_->error().to_string();
+  EXPECT_TRUE(sink_.committed.contains(root));
+  EXPECT_EQ(sender_->progress().chunks_transferred, total - held);
+  EXPECT_EQ(receiver_->progress().chunks_wanted, total - held);
+  EXPECT_GE(receiver_->progress().chunks_already_held, held);
+  EXPECT_EQ(sink_.puts, static_cast<int>(total));
+}
+
+TEST_F(SyncTest, DamagedChunkIsRefusedCountedAndFetchedAgain) {
+  const ChunkId root = BuildSnapshot(source_, 4, 4, 6);
+  Start(root);
+  bool damaged = false;
+  Pump([&](bool from_sender, SyncMessage& m) {
+    if (from_sender && !damaged && m.type == SyncMessageType::kChunk && m.id != root && m.offset > 0) {
+      m.data[m.data.size() / 2] ^= 0x01;  // A bit flipped in a store or in memory, past the channel.
+      damaged = true;
+    }
+    return Verdict::kDeliver;
+  });
+  ASSERT_TRUE(damaged);
+  ASSERT_EQ(receiver_->state(), SyncState::kDone) << receiver_->error().to_string();
+  EXPECT_EQ(receiver_->progress().chunks_refused, 1u);
+  EXPECT_EQ(sink_.refused, 1);
+  EXPECT_EQ(sender_->progress().chunks_transferred, Distinct(root) + 1);
+  EXPECT_EQ(receiver_->progress().chunks_transferred, Distinct(root));
+  for (const ChunkId& id : source_.Closure(root)) {
+    EXPECT_EQ(sink_.chunks.at(id), source_.chunks.at(id));
+  }
+  EXPECT_TRUE(sink_.committed.contains(root));
+}
+
+TEST_F(SyncTest, ChunkDamagedEveryTimeFailsAsCorruptionWithoutCommit) {
+  const ChunkId root = BuildSnapshot(source_, 2, 2, 7);
+  const ChunkId target = *std::next(source_.Closure(root).begin(), 2);
+  Start(root);
+  Pump([&](bool from_sender, SyncMessage& m) {
+    if (from_sender && m.type == SyncMessageType::kChunk && m.id == target && !m.data.empty()) {
+      m.data[0] ^= 0x40;
+    }
+    return Verdict::kDeliver;
+  });
+  EXPECT_EQ(receiver_->state(), SyncState::kFailed);
+  EXPECT_EQ(receiver_->error().code, Code::kCorruption);
+  EXPECT_EQ(receiver_->progress().chunks_refused, config_.chunk_attempts_max);
+  EXPECT_EQ(sender_->state(), SyncState::kFailed);  // Told by the receiver's kEnd.
+  EXPECT_EQ(sender_->error().code, Code::kCorruption);
+  EXPECT_EQ(sink_.commit_calls, 0);
+  EXPECT_FALSE(sink_.chunks.contains(target));
+}
+
+TEST_F(SyncTest, CommitHappensOnlyAfterTheLastChunk) {
+  const ChunkId root = BuildSnapshot(source_, 3, 4, 8);
+  const std::size_t total = Distinct(root);
+  Start(root);
+  int commits_seen_early = 0;
+  Pump([&](bool, SyncMessage&) {
+    if (sink_.commit_calls > 0 && sink_.puts != static_cast<int>(total)) {
+      ++commits_seen_early;
+    }
+    return Verdict::kDeliver;
+  });
+  EXPECT_EQ(commits_seen_early, 0);
+  EXPECT_EQ(sink_.commit_calls, 1);
+  EXPECT_EQ(sink_.puts, static_cast<int>(total));
+}
+
+TEST_F(SyncTest, SenderMissingAChunkFailsAsNotFound) {
+  const ChunkId root = BuildSnapshot(source_, 2, 3, 9);
+  const ChunkId lost = source_.AddData(2000, 0x33);
+  const ChunkId broken_root = source_.AddManifest({{root, ChunkKind::kManifest}, {lost, ChunkKind::kData}});
+  source_.chunks.erase(lost);
+  Start(broken_root);
+  Pump();
+  EXPECT_EQ(receiver_->state(), SyncState::kFailed);
+  EXPECT_EQ(receiver_->error().code, Code::kNotFound);
+  EXPECT_EQ(sink_.commit_calls, 0);
+}
+
+TEST_F(SyncTest, ChunkAboveTheSizeLimitIsRefused) {
+  config_.chunk_bytes_max = 2000;
+  const ChunkId big = source_.AddData(2500, 1);
+  const ChunkId root = source_.AddManifest({{big, ChunkKind::kData}});
+  SyncConfig sender_config = config_;
+  sender_config.chunk_bytes_max = 1 << 20;  // A peer with another limit.
+  sender_ = std::make_unique<SyncSender>(sender_config, source_, 3, "p", root, 0, now_);
+  receiver_ = std::make_unique<SyncReceiver>(config_, sink_, now_);
+  Pump();
+  EXPECT_EQ(receiver_->state(), SyncState::kFailed);
+  EXPECT_EQ(receiver_->error().code, Code::kAborted);
+  EXPECT_LE(receiver_->assembly_bytes(), config_.chunk_bytes_max);
+  EXPECT_FALSE(sink_.chunks.contains(big));
+}
+
+TEST_F(SyncTest, PieceForAChunkNotRequestedAbortsTheExchange) {
+  const ChunkId root = BuildSnapshot(source_, 1, 1, 10);
+  Start(root);
+  receiver_->on_message(now_, *sender_->poll_message(now_));
+  SyncMessage forged{.type = SyncMessageType::kChunk, .session = 7, .id = blake2b_256(as_bytes("x"))};
+  forged.total = 1;
+  forged.data = {1};
+  receiver_->on_message(now_, forged);
+  EXPECT_EQ(receiver_->state(), SyncState::kFailed);
+  EXPECT_EQ(receiver_->error().code, Code::kAborted);
+  auto end = receiver_->poll_message(now_);
+  ASSERT_TRUE(end);
+  EXPECT_EQ(decode_sync_message(*end)->type, SyncMessageType::kEnd);
+}
+
+TEST_F(SyncTest, RequestsBeyondTheProtocolWindowAbortTheSender) {
+  const ChunkId root = BuildSnapshot(source_, 1, 1, 11);
+  Start(root);
+  (void)sender_->poll_message(now_);
+  SyncMessage get{.type = SyncMessageType::kGet, .session = 7};
+  get.ids.assign(kGetIdsMax, root);
+  sender_->on_message(now_, get);
+  EXPECT_EQ(sender_->state(), SyncState::kActive);
+  get.ids.assign(1, root);
+  sender_->on_message(now_, get);
+  EXPECT_EQ(sender_->state(), SyncState::kFailed);
+  EXPECT_EQ(sender_->error().code, Code::kAborted);
+}
+
+TEST_F(SyncTest, WrongSessionIsRefused) {
+  const ChunkId root = BuildSnapshot(source_, 1, 1, 12);
+  Start(root);
+  receiver_->on_message(now_, *sender_->poll_message(now_));
+  receiver_->on_message(now_, SyncMessage{.type = SyncMessageType::kEnd, .session = 99, .code = Code::kAborted});
+  EXPECT_EQ(receiver_->error().code, Code::kAborted);
+}
+
+TEST_F(SyncTest, StalledSenderTimesOut) {
+  const ChunkId root = BuildSnapshot(source_, 1, 3, 13);
+  Start(root);
+  receiver_->on_message(now_, *sender_->poll_message(now_));
+  ASSERT_TRUE(receiver_->poll_message(now_));  // A kGet the sender never answers.
+  ASSERT_TRUE(receiver_->next_deadline());
+  EXPECT_EQ(*receiver_->next_deadline(), now_ + config_.stall_timeout);
+  receiver_->on_timer(now_ + config_.stall_timeout);
+  EXPECT_EQ(receiver_->error().code, Code::kDeadlineExceeded);
+}
+
+TEST_F(SyncTest, ProgressReportsRateAndEta) {
+  const ChunkId root = BuildSnapshot(source_, 10, 10, 14);
+  Start(root);
+  bool saw_eta = false;
+  Pump([&](bool, SyncMessage&) {
+    now_ += milliseconds(20);
+    if (receiver_->progress().eta && receiver_->state() == SyncState::kActive) {
+      saw_eta = true;
+    }
+    return Verdict::kDeliver;
+  });
+  ASSERT_EQ(receiver_->state(), SyncState::kDone);
+  EXPECT_TRUE(saw_eta);
+  EXPECT_GT(receiver_->progress().bytes_per_second, 0);
+  EXPECT_GT(sender_->progress().bytes_per_second, 0);
+  EXPECT_EQ(receiver_->progress().eta, Duration(0));
+}
+
+TEST(RateMeterTest, MeasuresOverTheRecentWindow) {
+  RateMeter meter;
+  Instant t = instant_from_us(0);
+  meter.start(t);
+  std::uint64_t total = 0;
+  for (int i = 0; i < 20; ++i) {
+    t += seconds(1);
+    total += i < 10 ? 1000 : 4000;
+    meter.update(t, total);
+  }
+  EXPECT_DOUBLE_EQ(meter.bytes_per_second(), 4000.0);  // The slow start has left the window.
+}
+
+// ---- Messages ----
+
+TEST(SyncMessageTest, EveryTypeRoundTrips) {
+  const ChunkId id = blake2b_256(as_bytes("id"));
+  std::vector<SyncMessage> messages;
+  messages.push_back({.type = SyncMessageType::kOffer, .session = 1, .project = "p", .id = id, .size_hint = 99});
+  SyncMessage get{.type = SyncMessageType::kGet, .session = 2};
+  get.ids = {id, id};
+  messages.push_back(get);
+  SyncMessage chunk{.type = SyncMessageType::kChunk, .session = 3, .id = id};
+  chunk.total = 10;
+  chunk.offset = 4;
+  chunk.data = {1, 2, 3};
+  messages.push_back(chunk);
+  messages.push_back({.type = SyncMessageType::kMissing, .session = 4, .id = id});
+  messages.push_back({.type = SyncMessageType::kEnd, .session = 5, .code = Code::kCorruption, .text = "bad"});
+  for (const SyncMessage& m : messages) {
+    const Bytes bytes = encode_sync_message(m);
+    auto back = decode_sync_message(bytes);
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(back->type, m.type);
+    EXPECT_EQ(back->session, m.session);
+    EXPECT_EQ(back->id, m.id);
+    EXPECT_EQ(back->ids, m.ids);
+    EXPECT_EQ(back->data, m.data);
+    EXPECT_EQ(back->code, m.code);
+    EXPECT_EQ(peek_sync_session(bytes), m.session);
+    // Every strict prefix is refused.
+    for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+      EXPECT_FALSE(decode_sync_message(ByteView(bytes).first(cut))) << "cut " << cut;
+    }
+  }
+}
+
+TEST(SyncMessageTest, LimitsAndUnknownTypesAreRefused) {
+  Encoder unknown;
+  unknown.array(2).u64(42).u64(1);
+  EXPECT_FALSE(decode_sync_message(unknown.take()));
+
+  Encoder empty_get;
+  empty_get.array(3).u64(2).u64(1).array(0);
+  EXPECT_FALSE(decode_sync_message(empty_get.take()));
+
+  Encoder big_get;
+  big_get.array(3).u64(2).u64(1).array(kGetIdsMax + 1);
+  const ChunkId id{};
+  for (std::size_t i = 0; i < kGetIdsMax + 1; ++i) {
+    big_get.bin(id);
+  }
+  EXPECT_FALSE(decode_sync_message(big_get.take()));
+
+  Encoder past_end;  // offset + data beyond total.
+  past_end.array(6).u64(3).u64(1).bin(id).u64(2).u64(1).bin(Bytes{1, 2});
+  EXPECT_FALSE(decode_sync_message(past_end.take()));
+
+  Encoder bad_code;
+  bad_code.array(4).u64(5).u64(1).u64(1000).str("x");
+  EXPECT_FALSE(decode_sync_message(bad_code.take()));
+
+  Encoder trailing;
+  trailing.array(4).u64(4).u64(1).bin(id).u64(0);
+  EXPECT_FALSE(decode_sync_message(trailing.take()));
+}
+
+TEST(SyncMessageTest, LargestMessagesFitOneFrame) {
+  SyncMessage chunk{.type = SyncMessageType::kChunk, .session = UINT64_MAX};
+  chunk.data.assign(kChunkPieceBytesMax, 0xff);
+  chunk.total = kSyncChunkBytesMax;
+  chunk.offset = kSyncChunkBytesMax - kChunkPieceBytesMax;
+  EXPECT_LE(encode_sync_message(chunk).size(), kMessageBytesMax);
+  SyncMessage get{.type = SyncMessageType::kGet, .session = UINT64_MAX};
+  get.ids.assign(kGetIdsMax, ChunkId{});
+  EXPECT_LE(encode_sync_message(get).size(), kGetMessageBytesMax);
+}
+
+// ---- Through a pair of secure channels ----
+
+TEST_F(SyncTest, TransferRunsThroughSecureChannels) {
+  crypto_init();
+  Prng rng(3);
+  const Identity a = Identity::generate(rng);
+  const Identity b = Identity::generate(rng);
+  const ClusterKey key = generate_cluster_key(rng);
+  ChannelConfig ca;
+  ca.role = ChannelRole::kInitiator;
+  ca.keyring = Keyring(key);
+  ca.expected_peer_key = b.public_key();
+  ChannelConfig cb;
+  cb.role = ChannelRole::kResponder;
+  cb.keyring = Keyring(key);
+  cb.expected_peer_key = a.public_key();
+  cb.rekey_frames = 10;
+  ca.rekey_frames = 10;
+  Prng ra(4), rb(5);
+  SecureChannel channel_a(ca, a, ra, now_);
+  SecureChannel channel_b(cb, b, rb, now_);
+
+  config_.piece_bytes = kChunkPieceBytesMax;
+  const ChunkId root = BuildSnapshot(source_, 5, 5, 15);
+  Start(root);
+  for (int step = 0; step < 10000; ++step) {
+    bool moved = false;
+    if (channel_a.established()) {
+      while (channel_a.transmit_bytes() < 64 * 1024) {  // Backpressure: pull only while the socket has room.
+        auto m = sender_->poll_message(now_);
+        if (!m) {
+          break;
+        }
+        ASSERT_TRUE(channel_a.send(now_, *m));
+      }
+      while (auto m = channel_a.poll_message()) {
+        sender_->on_message(now_, *m);
+      }
+    }
+    if (channel_b.established()) {
+      while (auto m = channel_b.poll_message()) {
+        receiver_->on_message(now_, *m);
+      }
+      while (auto m = receiver_->poll_message(now_)) {
+        ASSERT_TRUE(channel_b.send(now_, *m));
+      }
+    }
+    while (auto tx = channel_a.poll_transmit()) {
+      moved = true;
+      channel_b.on_bytes(now_, *tx);
+    }
+    while (auto tx = channel_b.poll_transmit()) {
+      moved = true;
+      channel_a.on_bytes(now_, *tx);
+    }
+    if (!moved && sender_->state() != SyncState::kActive) {
+      break;
+    }
+  }
+  EXPECT_EQ(receiver_->state(), SyncState::kDone) << receiver_->error().to_string();
+  EXPECT_EQ(sender_->state(), SyncState::kDone) << sender_->error().to_string();
+  EXPECT_TRUE(sink_.committed.contains(root));
+  EXPECT_GT(channel_a.rekeys(), 0u);
+  EXPECT_EQ(channel_a.state(), ChannelState::kEstablished);
+}
+
+}  // namespace
+}  // namespace shoal::transfer
