@@ -13,6 +13,7 @@ using Args = std::span<const std::string_view>;
 
 int cmd_version(Args args);
 int cmd_keygen(Args args);
+int cmd_sim(Args args);
 int cmd_members(Args args);
 int cmd_join(Args args);
 int cmd_leave(Args args);

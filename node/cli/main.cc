@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"join", cmd_join, "ask the agent to join a mesh"},
     {"leave", cmd_leave, "make the agent leave the mesh and exit"},
     {"keys", cmd_keys, "list, install, use or remove cluster keys"},
+    {"sim", cmd_sim, "simulate a mesh under faults (see shoal sim --help)"},
     {"keygen", cmd_keygen, "print a new base64 cluster key"},
     {"version", cmd_version, "print the shoal version"},
 };

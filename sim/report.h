@@ -1,0 +1,128 @@
+#pragma once
+// sim/report.h: what a simulation run measured, and its renderings: a text
+// summary, JSON, and a report.md with SVG plots written by this binary (no
+// gnuplot needed). Plain data plus pure formatting functions; the only I/O
+// is write_report_dir().
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "base/time.h"
+
+namespace shoal::sim {
+
+struct Violation {
+  double at_s = 0;        // Simulated seconds.
+  std::string invariant;  // Checker name, e.g. "detection".
+  std::string message;
+};
+
+struct LatencySummary {
+  std::size_t count = 0;
+  double mean = 0;
+  double p50 = 0;
+  double p99 = 0;
+  double max = 0;
+};
+LatencySummary summarize(std::vector<double> samples);
+
+struct ConvergenceSample {
+  std::string what;       // "bootstrap", "heal at 60.0s", "join wave at 30.0s", ...
+  double at_s = 0;        // When the watch opened.
+  double seconds = -1;    // Time to agreement; < 0 when it never happened.
+  bool overlapped = false;  // Another fault happened before agreement.
+};
+
+struct TrafficBucket {
+  std::uint64_t messages = 0;  // Datagrams sent plus stream exchanges.
+  std::uint64_t bytes = 0;     // As sealed on the wire (+40 per datagram).
+  double node_seconds = 0;     // Running nodes integrated over the bucket.
+};
+
+struct AwarenessSeries {
+  std::string label;                              // "crash of a-17 at 30.0s"
+  std::vector<std::pair<double, double>> points;  // (seconds since the event, fraction aware)
+};
+
+struct NetworkCounters {
+  std::uint64_t datagrams_sent = 0;
+  std::uint64_t datagrams_delivered = 0;
+  std::uint64_t dropped_loss = 0;
+  std::uint64_t dropped_partition = 0;
+  std::uint64_t dropped_queue = 0;       // Egress bandwidth queue over its limit.
+  std::uint64_t dropped_not_running = 0;  // Destination crashed, left or host down.
+  std::uint64_t dropped_backlog = 0;     // Paused destination's socket buffer full.
+  std::uint64_t dropped_bad_address = 0;
+  std::uint64_t duplicated = 0;
+  std::uint64_t streams = 0;
+  std::uint64_t stream_timeouts = 0;
+  std::uint64_t stream_refused = 0;
+};
+
+struct CoreCounters {  // Summed over every process that ran.
+  std::uint64_t probes_sent = 0;
+  std::uint64_t probes_failed = 0;
+  std::uint64_t suspicions = 0;
+  std::uint64_t refutations = 0;
+  std::uint64_t deaths_declared = 0;
+  std::uint64_t push_pulls = 0;
+  std::uint64_t decode_errors = 0;
+};
+
+struct Report {
+  std::string scenario;
+  std::string scenario_path;
+  std::uint64_t seed = 0;
+  std::uint32_t nodes = 0;  // Node slots (initial plus join waves).
+  double sim_seconds = 0;
+  double wall_seconds = 0;
+  std::uint64_t events = 0;
+  std::string hash;  // BLAKE2b-256 of the event log, hex.
+  double probe_interval_s = 1;
+
+  // Crash detection, seconds after the crash.
+  std::vector<double> first_suspect_s;  // First live node suspects it.
+  std::vector<double> first_dead_s;     // First live node declares it dead.
+  std::vector<double> full_dead_s;      // Every live node has it dead.
+  std::uint32_t crashes_tracked = 0;
+  std::uint32_t crashes_incomplete = 0;  // Not every live node knew by the end.
+  std::vector<double> join_full_s;       // Every live node knows a joined/restarted node.
+
+  std::uint64_t false_positives = 0;          // Dead declared about a live, reachable node.
+  std::uint64_t false_positives_excused = 0;  // ... of which under injected pause/loss/partition.
+  std::uint64_t false_suspicions = 0;         // Suspect declared about a live, reachable node.
+  double node_hours = 0;
+
+  std::vector<ConvergenceSample> convergence;
+  double steady_from_s = 0;  // Traffic rates are measured from here (bootstrap converged).
+  double messages_per_node_second = 0;
+  double bytes_per_node_second = 0;
+  std::vector<TrafficBucket> traffic;  // One per simulated second.
+
+  std::vector<AwarenessSeries> awareness;
+  NetworkCounters net;
+  CoreCounters core;
+  std::vector<Violation> violations;  // The first violations_max.
+  std::uint64_t violations_total = 0;
+  std::uint64_t tick_storms = 0;  // The core asked to be woken in the past right after a tick.
+};
+
+std::string format_text(const Report& report);
+std::string format_json(const Report& report);
+std::string format_markdown(const Report& report);  // References the SVGs below.
+
+struct PlotSeries {
+  std::string label;
+  std::vector<std::pair<double, double>> points;
+};
+// A self-contained SVG line plot (axes, ticks, legend). Pure function.
+std::string svg_line_plot(const std::string& title, const std::string& x_label, const std::string& y_label,
+                          const std::vector<PlotSeries>& series, bool step = false);
+
+// Writes report.md, detection_cdf.svg, awareness.svg and traffic.svg into
+// dir (created if missing). IOError naming the file on failure.
+[[nodiscard]] Status write_report_dir(const Report& report, const std::string& dir);
+
+}  // namespace shoal::sim
