@@ -338,7 +338,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
                             std::to_string(scan.logical_bytes) + " bytes) in " + options.source_dir +
                             ", above its live-size limit of " + human(quota.live_bytes_max) +
                             ". Nothing was stored. Delete files from the project, or raise the limit with "
-                            "`shoal snapshot quota set --project " + project + " --live BYTES`.");
+                            "`shoal snapshot quota set --store " + dir_ + " --project " + project + " --live BYTES`.");
     }
     // File cache: trusted wholesale when the snapshot it was written with
     // still exists (then every chunk it names is referenced and gc is fenced
@@ -677,8 +677,8 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
                         "quota exceeded: project '" + project + "' stores " + human(*used) + "; this snapshot would make it " +
                             human(*would) + ", above its stored-size limit of " + human(quota.stored_bytes_max) +
                             ". No snapshot was added and existing ones are untouched. Prune old snapshots "
-                            "(`shoal snapshot prune --project " + project + " --keep-last N`, then `shoal snapshot gc`) "
-                            "or raise the limit with `shoal snapshot quota set --project " + project + " --stored BYTES`.");
+                            "(`shoal snapshot prune --store " + dir_ + " --project " + project + " --keep-last N`, then `shoal snapshot gc`) "
+                            "or raise the limit with `shoal snapshot quota set --store " + dir_ + " --project " + project + " --stored BYTES`.");
     }
   }
 
