@@ -177,8 +177,11 @@ void Membership::State::handle_ping_req(Instant now, const Address& from, const 
   }
   const std::uint64_t seq = next_seq++;
   send_one(now, p.target_addr, wire::Ping{seq, p.target, self_digest()});
-  // Nack a little before the requester's round ends so it still counts.
-  forwards.emplace(seq, Forward{from, p.seq, now + config.probe_timeout * 4 / 5, p.nack});
+  // memberlist nacks after a full probe_timeout, which lands after the
+  // requester's round has ended, so its nacks rarely count. Half of it is
+  // still many round trips on a LAN, arrives in time, and lets a refused
+  // reachability check be confirmed sooner.
+  forwards.emplace(seq, Forward{from, p.seq, now + config.probe_timeout / 2, p.nack});
 }
 
 void Membership::State::handle_ack(Instant now, const wire::Ack& a) {

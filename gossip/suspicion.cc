@@ -53,10 +53,12 @@ bool Suspicion::confirm(const NodeId& accuser) {
 }
 
 bool Suspicion::mark_stalled(Instant now, Duration stall_budget) {
-  deadline_ = std::max(deadline_, now + stall_budget);
-  const bool was = stalled_;
+  if (stalled_) {
+    return false;  // The budget runs from the first sign of the stall, not the latest.
+  }
   stalled_ = true;
-  return !was;
+  deadline_ = std::max(deadline_, now + stall_budget);
+  return true;
 }
 
 void Suspicion::recompute() {

@@ -25,8 +25,8 @@ class Suspicion {
   // Records an independent accuser. Returns true when it was new (the caller
   // then re-broadcasts the suspicion so others can count it too).
   bool confirm(const NodeId& accuser);
-  // From now on the member is stalled: deadline = max(current, now + budget).
-  // Returns true when it was not stalled before.
+  // From now on the member is stalled: deadline = max(current, now + budget)
+  // the first time; later calls change nothing. Returns true the first time.
   bool mark_stalled(Instant now, Duration stall_budget);
   // A paused process (ours) must not count the pause against others.
   void postpone(Duration gap) { start_ += gap; deadline_ += gap; }

@@ -38,3 +38,160 @@ TEST_F(MembershipTest, HundredMembersConverge) {
 
 }  // namespace
 }  // namespace shoal::gossip::testing
+
+namespace shoal::gossip::testing {
+namespace {
+
+class MembershipBehaviourTest : public ::testing::Test {
+ protected:
+  void Start(int n, NetOptions options = NetOptions{.seed = 3}) {
+    net_ = std::make_unique<FakeNetwork>(std::move(options));
+    net_->add_and_join(n, 0);
+    ASSERT_TRUE(net_->run_until([&] { return net_->converged(); }, seconds(10)));
+    net_->run_for(seconds(2));
+  }
+  bool AllSee(int subject, const std::function<bool(const Member&)>& pred) {
+    for (int v : net_->up_nodes()) {
+      auto m = net_->node(v).find(net_->id(subject));
+      if (!m || !pred(*m)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  FakeNetwork& net() { return *net_; }
+  std::unique_ptr<FakeNetwork> net_;
+};
+
+TEST_F(MembershipBehaviourTest, GracefulLeaveShowsLeftNotDead) {
+  Start(6);
+  net().leave(3);
+  EXPECT_EQ(net().node(3).self().status, MemberStatus::kLeft);
+  ASSERT_TRUE(net().run_until([&] { return net().node(3).leave_done(net().now()); }, seconds(3)));
+  net().crash(3, /*refused=*/true);  // The agent exits after leave_done.
+  net().run_for(seconds(30));
+  EXPECT_TRUE(net().all_see(3, MemberStatus::kLeft));
+  EXPECT_EQ(net().count_events(EventKind::kDead, 3), 0);
+  EXPECT_EQ(net().count_events(EventKind::kLeft, 3), 5);
+}
+
+TEST_F(MembershipBehaviourTest, LeaveIsDoneAfterTimeoutWhenAlone) {
+  net_ = std::make_unique<FakeNetwork>();
+  const int n = net().add_node();
+  net().leave(n);
+  net().run_for(seconds(3));
+  EXPECT_TRUE(net().node(n).leave_done(net().now()));
+}
+
+TEST_F(MembershipBehaviourTest, HealthUpdateReachesAllSixtyFourQuickly) {
+  Start(64);
+  Health h;
+  h.load_milli = 1234;
+  h.free_disk_bytes = 5ull << 30;
+  h.projects_hosted = 17;
+  h.version = "0.2.0";
+  const Instant start = net().now();
+  net().node(7).set_health(net().now(), h);
+  ASSERT_TRUE(net().run_until([&] { return AllSee(7, [](const Member& m) { return m.health.load_milli == 1234; }); },
+                              seconds(5)));
+  EXPECT_LE(net().now() - start, milliseconds(250));
+  EXPECT_TRUE(AllSee(7, [](const Member& m) { return m.health.version == "0.2.0" && m.health.projects_hosted == 17; }));
+  EXPECT_GE(net().count_events(EventKind::kHealthChanged, 7), 63);
+}
+
+TEST_F(MembershipBehaviourTest, CatalogVersionReachesAllSixtyFourQuickly) {
+  Start(64);
+  const Instant start = net().now();
+  net().node(9).set_catalog_version(net().now(), 42);
+  ASSERT_TRUE(net().run_until([&] { return AllSee(9, [](const Member& m) { return m.catalog_version == 42; }); },
+                              seconds(5)));
+  EXPECT_LE(net().now() - start, milliseconds(250));
+  EXPECT_EQ(net().count_events(EventKind::kCatalogChanged, 9), 63);
+  // Catalog changes do not touch incarnations.
+  EXPECT_TRUE(AllSee(9, [](const Member& m) { return m.incarnation == 1; }));
+}
+
+TEST_F(MembershipBehaviourTest, IdleMeshSendsAboutTwoDatagramsPerSecondPerNode) {
+  Start(32);
+  net().run_for(seconds(40));  // Past the first push-pull and any leftover broadcasts.
+  const std::uint64_t before = net().datagrams_sent();
+  net().run_for(seconds(60));
+  const double per_node_per_s = static_cast<double>(net().datagrams_sent() - before) / 32.0 / 60.0;
+  EXPECT_LE(per_node_per_s, 2.2);
+  EXPECT_GE(per_node_per_s, 1.8);  // One ping and one ack each per second.
+}
+
+TEST_F(MembershipBehaviourTest, HealthDigestRidesOnProbesWithoutBroadcasts) {
+  Start(4);
+  // Local health changes are carried by ping/ack digests only.
+  net().drop_inbound(2, true);
+  net().run_for(seconds(3));
+  net().drop_inbound(2, false);
+  const int score = net().node(2).local_health();
+  ASSERT_GT(score, 0);
+  EXPECT_TRUE(net().run_until(
+      [&] { return AllSee(2, [](const Member& m) { return m.health.local_health > 0; }); }, seconds(10)));
+}
+
+TEST_F(MembershipBehaviourTest, JoinRetriesUntilASeedAnswers) {
+  net_ = std::make_unique<FakeNetwork>();
+  const int seed = net().add_node();
+  const int joiner = net().add_node();
+  net().pause(seed);
+  net().join(joiner, {seed});
+  net().run_for(seconds(4));
+  EXPECT_EQ(net().node(joiner).members().size(), 1u);
+  net().resume(seed);
+  ASSERT_TRUE(net().run_until([&] { return net().converged(); }, seconds(10)));
+}
+
+TEST_F(MembershipBehaviourTest, SameSeedGivesTheSameRun) {
+  auto run = [](std::uint64_t seed) {
+    FakeNetwork net{NetOptions{.seed = seed, .loss = 0.05}};
+    net.add_and_join(12, 0);
+    net.run_for(seconds(5));
+    net.crash(4, false);
+    net.run_for(seconds(20));
+    std::vector<std::string> log;
+    for (int i = 0; i < net.size(); ++i) {
+      for (const Event& e : net.events(i)) {
+        log.push_back(std::to_string(to_us(e.at)) + std::string(event_name(e.kind)) + e.member.name);
+      }
+    }
+    return std::make_pair(log, net.datagrams_sent());
+  };
+  EXPECT_EQ(run(5), run(5));
+  EXPECT_NE(run(5), run(6));
+}
+
+TEST_F(MembershipBehaviourTest, MembersListsSelfAndIsSortedByName) {
+  Start(5);
+  const auto members = net().node(2).members();
+  ASSERT_EQ(members.size(), 5u);
+  for (std::size_t i = 1; i < members.size(); ++i) {
+    EXPECT_LT(members[i - 1].name, members[i].name);
+  }
+  EXPECT_EQ(net().node(2).self().name, "node-002");
+  EXPECT_EQ(net().node(2).count(MemberStatus::kAlive), 5u);
+  EXPECT_EQ(net().node(2).find(net().id(4))->addr, net().addr(4));
+}
+
+TEST_F(MembershipBehaviourTest, DeadMembersAreReapedAfterDeadReap) {
+  net_ = std::make_unique<FakeNetwork>(NetOptions{.seed = 4, .base = [] {
+                                                    Config c;
+                                                    c.dead_reap = seconds(120);
+                                                    return c;
+                                                  }()});
+  net().add_and_join(5, 0);
+  ASSERT_TRUE(net().run_until([&] { return net().converged(); }, seconds(5)));
+  net().crash(3, true);
+  ASSERT_TRUE(net().run_until([&] { return net().all_see(3, MemberStatus::kDead); }, seconds(10)));
+  net().run_for(seconds(200));
+  for (int v : net().up_nodes()) {
+    EXPECT_FALSE(net().node(v).find(net().id(3)).has_value()) << "node " << v;
+    EXPECT_EQ(net().node(v).members().size(), 4u);
+  }
+}
+
+}  // namespace
+}  // namespace shoal::gossip::testing
