@@ -79,13 +79,9 @@ Status check_data_dir(const std::string& path) {
     return make_error(Code::kInvalidArgument, "the data directory path is empty; pass --data-dir DIR");
   }
   if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
-    const std::string why = errno_text();
-    if (errno == ENOENT) {
-      return make_error(Code::kNotFound, "cannot create data directory " + path +
-                                             ": its parent directory does not exist; create the parent first");
-    }
-    return make_error(Code::kPermissionDenied, "cannot create data directory " + path + ": " + why +
-                                                   "; fix the parent's permissions or choose another --data-dir");
+    return make_error(errno == ENOENT ? Code::kNotFound : Code::kPermissionDenied,
+                      "cannot create data directory " + path + " (" + errno_text() +
+                          "); make sure its parent exists and is writable, or choose another --data-dir");
   }
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {

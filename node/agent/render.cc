@@ -36,10 +36,19 @@ std::string rfc3339_utc_ms(std::chrono::system_clock::time_point time) {
   return buffer;
 }
 
+std::string_view api_event_name(gossip::EventKind kind) {
+  // The admin API's names are short and stable; the core's may be more descriptive.
+  switch (kind) {
+    case gossip::EventKind::kHealthChanged: return "health";
+    case gossip::EventKind::kCatalogChanged: return "catalog";
+    default: return gossip::event_name(kind);
+  }
+}
+
 std::string event_line(const gossip::Event& event, std::chrono::system_clock::time_point wall_time) {
   const nlohmann::json line = {
       {"time", rfc3339_utc_ms(wall_time)},
-      {"event", std::string(gossip::event_name(event.kind))},
+      {"event", std::string(api_event_name(event.kind))},
       {"member", member_json(event.member)},
   };
   return json_text(line) + "\n";

@@ -23,6 +23,9 @@ nlohmann::json member_json(const gossip::Member& member);
 // "2026-11-22T04:05:26.123Z"
 std::string rfc3339_utc_ms(std::chrono::system_clock::time_point time);
 
+// "joined", "suspect", "stalled", "alive", "dead", "left", "health", "catalog", "updated".
+std::string_view api_event_name(gossip::EventKind kind);
+
 // One line of the event stream, newline-terminated:
 // {"time": ..., "event": "joined", "member": {...}}
 std::string event_line(const gossip::Event& event, std::chrono::system_clock::time_point wall_time);

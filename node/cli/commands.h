@@ -19,6 +19,7 @@ int cmd_join(Args args);
 int cmd_leave(Args args);
 int cmd_watch(Args args);
 int cmd_keys(Args args);
+int cmd_agent(Args args);
 int cmd_snapshot(Args args);
 
 }  // namespace shoal::cli

@@ -19,6 +19,7 @@ struct Command {
 
 // One line per subcommand; keep sorted by how often operators use them.
 constexpr Command kCommands[] = {
+    {"agent", cmd_agent, "run this machine's node (see shoal agent --help)"},
     {"members", cmd_members, "list the members of the mesh"},
     {"watch", cmd_watch, "stream membership events"},
     {"join", cmd_join, "ask the agent to join a mesh"},

@@ -53,6 +53,14 @@ TEST(RenderTest, EventLineIsOneJsonObjectPerLine) {
   EXPECT_EQ(j.at("member").at("name"), "node-1");
 }
 
+TEST(RenderTest, EventNamesMatchTheAdminApi) {
+  EXPECT_EQ(api_event_name(gossip::EventKind::kJoined), "joined");
+  EXPECT_EQ(api_event_name(gossip::EventKind::kStalled), "stalled");
+  EXPECT_EQ(api_event_name(gossip::EventKind::kHealthChanged), "health");
+  EXPECT_EQ(api_event_name(gossip::EventKind::kCatalogChanged), "catalog");
+  EXPECT_EQ(api_event_name(gossip::EventKind::kUpdated), "updated");
+}
+
 TEST(RenderTest, InvalidUtf8FromPeersDoesNotThrow) {
   auto m = SampleMember();
   m.name = std::string("bad\xff\xfe", 5);
