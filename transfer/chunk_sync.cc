@@ -459,7 +459,10 @@ void SyncReceiver::handle_chunk(Instant now, const SyncMessage& m) {
     fail(now, Code::kAborted, "chunk piece out of sequence", true);
     return;
   }
-  SHOAL_ASSERT(m.offset + m.data.size() <= assembly_total_);  // decode_sync_message checked it.
+  if (m.offset + m.data.size() > assembly_total_) {  // decode_sync_message checks it too; the driver may not.
+    fail(now, Code::kAborted, "chunk piece ends past the chunk's size", true);
+    return;
+  }
   // Grow only by what arrived: a peer's announced total is not an allocation.
   assembly_.insert(assembly_.end(), m.data.begin(), m.data.end());
   if (assembly_.size() == assembly_total_) {

@@ -240,6 +240,7 @@ void SecureChannel::start_initiator() {
   const Bytes tag = SymmetricOps::encrypt_and_hash(sym_.k, sym_.h, sym_.n, {});
   Encoder e;
   e.array(3).u64(kChannelVersion).bin(ephemeral_public_).bin(tag);
+  transmit_.insert(transmit_.end(), kChannelPreamble.begin(), kChannelPreamble.end());
   queue_record(e.take());
   handshake_step_ = 1;
 }
@@ -258,8 +259,33 @@ void SecureChannel::on_bytes(Instant now, ByteView bytes) {
   process(now);
 }
 
+bool SecureChannel::check_preamble() {
+  const std::size_t available = receive_buffer_.size() - receive_offset_;
+  const std::size_t n = std::min(available, kChannelPreamble.size());
+  const std::uint8_t* p = receive_buffer_.data() + receive_offset_;
+  // Compare what has arrived so far, so a stranger is refused at its first wrong byte.
+  if (!std::equal(p, p + std::min(n, kChannelPreamble.size() - 1), kChannelPreamble.begin())) {
+    fail(FailReason::kMalformed, "stream does not start with the shoal channel preamble");
+    return false;
+  }
+  if (n < kChannelPreamble.size()) {
+    return false;
+  }
+  if (p[kChannelPreamble.size() - 1] != kChannelVersion) {
+    fail(FailReason::kVersion, "peer speaks channel version " + std::to_string(p[kChannelPreamble.size() - 1]));
+    return false;
+  }
+  receive_offset_ += kChannelPreamble.size();
+  preamble_seen_ = true;
+  return true;
+}
+
 void SecureChannel::process(Instant now) {
-  while (state_ == ChannelState::kHandshaking || state_ == ChannelState::kEstablished) {
+  if (config_.role == ChannelRole::kResponder && !preamble_seen_ && state_ == ChannelState::kHandshaking) {
+    (void)check_preamble();
+  }
+  while ((state_ == ChannelState::kHandshaking && (preamble_seen_ || config_.role == ChannelRole::kInitiator)) ||
+         state_ == ChannelState::kEstablished) {
     const std::size_t available = receive_buffer_.size() - receive_offset_;
     if (available < kRecordHeaderBytes) {
       break;

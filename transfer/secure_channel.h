@@ -30,6 +30,10 @@ namespace shoal::transfer {
 
 // Wire limits. A record is u32 big-endian length, then that many bytes.
 inline constexpr std::uint8_t kChannelVersion = 1;
+// The initiator's first bytes. 'S' (0x53) can never begin a gossip stream
+// frame (its length would be above 1 GiB), so a listener shared with gossip
+// push-pull can tell the two apart from the first byte.
+inline constexpr std::array<std::uint8_t, 8> kChannelPreamble = {'S', 'H', 'O', 'A', 'L', 'T', 'X', kChannelVersion};
 inline constexpr std::size_t kRecordHeaderBytes = 4;
 inline constexpr std::size_t kFrameCounterBytes = 8;
 inline constexpr std::size_t kFrameTagBytes = 16;
@@ -189,6 +193,7 @@ class SecureChannel {
   void handle_message3(ByteView body);
   void handle_frame(Instant now, ByteView body);
   void process(Instant now);
+  bool check_preamble();
   void queue_record(ByteView body);
   void send_frame(Instant now, std::uint8_t type, ByteView payload);
   void split(const Symmetric& s);
@@ -206,6 +211,7 @@ class SecureChannel {
   FailReason fail_reason_ = FailReason::kNone;
   Error error_{Code::kOk, ""};
   int handshake_step_ = 0;  // Records of the handshake seen so far (both directions).
+  bool preamble_seen_ = false;  // Responder only.
 
   Symmetric sym_;
   Hash256 h_{};

@@ -395,10 +395,27 @@ TEST_F(FrameTest, OversizedLengthIsRejectedFromTheHeaderAlone) {
 
 TEST_F(FrameTest, OversizedHandshakeRecordIsRejected) {
   MakePair();
-  const Bytes header = {0xff, 0xff, 0xff, 0xff};
-  b_->on_bytes(now_, header);
+  Bytes stream(kChannelPreamble.begin(), kChannelPreamble.end());
+  stream.insert(stream.end(), {0x00, 0x00, 0x02, 0x01});  // 513 bytes: one above kHandshakeBytesMax.
+  b_->on_bytes(now_, stream);
   EXPECT_EQ(b_->fail_reason(), FailReason::kOversize);
   EXPECT_TRUE(Take(*b_).empty());
+}
+
+TEST_F(ChannelTest, StreamWithoutPreambleIsRefusedAtTheFirstByte) {
+  MakePair();
+  const Bytes gossip_frame_start = {0x00};  // What a gossip push-pull stream starts with.
+  b_->on_bytes(now_, gossip_frame_start);
+  EXPECT_EQ(b_->fail_reason(), FailReason::kMalformed);
+}
+
+TEST_F(ChannelTest, OtherChannelVersionIsNamed) {
+  MakePair();
+  Bytes stream = Take(*a_);
+  stream[kChannelPreamble.size() - 1] = kChannelVersion + 1;
+  b_->on_bytes(now_, ByteView(stream).first(kChannelPreamble.size()));
+  EXPECT_EQ(b_->fail_reason(), FailReason::kVersion);
+  EXPECT_EQ(metrics_.failed(FailReason::kVersion), 1u);
 }
 
 TEST_F(FrameTest, LargestMessageFitsAndOneMoreByteIsRefused) {
@@ -570,9 +587,41 @@ TEST_F(ChannelTest, GarbageBeforeHandshakeFails) {
   garbage[1] = 0;
   garbage[2] = 0;
   garbage[3] = 60;
-  b_->on_bytes(now_, garbage);
+  Bytes stream(kChannelPreamble.begin(), kChannelPreamble.end());
+  stream.insert(stream.end(), garbage.begin(), garbage.end());
+  b_->on_bytes(now_, stream);
   EXPECT_EQ(b_->state(), ChannelState::kFailed);
   EXPECT_TRUE(Take(*b_).empty());
+}
+
+}  // namespace
+}  // namespace shoal::transfer
+
+namespace shoal::transfer {
+namespace {
+
+// Random bytes, split at random points, into an established channel: it must
+// fail or wait, never crash, and never deliver a message.
+TEST_F(ChannelTest, RandomBytesAfterHandshakeNeverDeliverAnything) {
+  for (std::uint64_t seed = 1; seed <= 200; ++seed) {
+    Establish();
+    Prng noise(seed);
+    Bytes junk(1 + noise.uniform(600));
+    noise.fill(junk);
+    if (seed % 2 == 0) {
+      junk[0] = 0;  // Half the time, a length under the limit so decryption is reached.
+      junk[1] = 0;
+    }
+    std::size_t at = 0;
+    while (at < junk.size()) {
+      const std::size_t n = 1 + noise.uniform(junk.size() - at);
+      b_->on_bytes(now_, ByteView(junk).subspan(at, n));
+      at += n;
+    }
+    b_->on_eof(now_);
+    EXPECT_EQ(b_->state(), ChannelState::kFailed) << "seed " << seed;
+    EXPECT_TRUE(Received(*b_).empty()) << "seed " << seed;
+  }
 }
 
 }  // namespace
