@@ -140,7 +140,16 @@ void Membership::State::start_push_pull(Instant now, Purpose purpose, const Addr
     return;
   }
   const std::uint64_t id = next_stream_id++;
-  Bytes payload = wire::encode(full_state(purpose == Purpose::kJoin));
+  // A reconnect usually dials a crashed node: send only our own record
+  // rather than the whole table. If the other side is alive (a healed
+  // partition) its full-state reply is what we need, and it learns of us.
+  wire::PushPull request;
+  if (purpose == Purpose::kReconnect) {
+    request.members.push_back(record(0));
+  } else {
+    request = full_state(purpose == Purpose::kJoin);
+  }
+  Bytes payload = wire::encode(request);
   ++counters.push_pulls;
   ++counters.messages_out;
   counters.bytes_out += payload.size();
@@ -255,6 +264,11 @@ void Membership::State::handle_stream_result(Instant now, std::uint64_t id, Stre
       merge(now, *remote, pending.addr, /*initiator=*/true);
       merged = true;
     }
+  }
+  if (pending.purpose == Purpose::kReconnect && merged) {
+    // A "dead" member answered: it is alive on the far side of a healed
+    // partition, or restarted. Now the full exchange, both ways.
+    start_push_pull(now, Purpose::kPushPull, pending.addr, pending.target);
   }
   if (pending.purpose == Purpose::kJoin) {
     SHOAL_ASSERT(join_outstanding > 0);
