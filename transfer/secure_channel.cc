@@ -290,7 +290,7 @@ void SecureChannel::process(Instant now) {
     if (available < kRecordHeaderBytes) {
       break;
     }
-    const std::uint8_t* head = receive_buffer_.data() + receive_offset_;
+    std::uint8_t* head = receive_buffer_.data() + receive_offset_;
     const auto length = static_cast<std::size_t>(get_be(head, 4));
     const bool handshaking = state_ == ChannelState::kHandshaking;
     const std::size_t limit = handshaking ? kHandshakeBytesMax : kFrameBytesMax;
@@ -309,7 +309,7 @@ void SecureChannel::process(Instant now) {
       break;
     }
     receive_offset_ += kRecordHeaderBytes + length;
-    handle_record(now, ByteView(head + kRecordHeaderBytes, length));
+    handle_record(now, std::span<std::uint8_t>(head + kRecordHeaderBytes, length));
   }
   if (state_ == ChannelState::kFailed || receive_offset_ == receive_buffer_.size()) {
     receive_buffer_.clear();
@@ -320,7 +320,7 @@ void SecureChannel::process(Instant now) {
   }
 }
 
-void SecureChannel::handle_record(Instant now, ByteView body) {
+void SecureChannel::handle_record(Instant now, std::span<std::uint8_t> body) {
   if (state_ == ChannelState::kEstablished) {
     handle_frame(now, body);
     return;
@@ -612,7 +612,7 @@ void SecureChannel::send_frame(Instant now, std::uint8_t type, ByteView payload)
   rekey_if_due(send_);
 }
 
-void SecureChannel::handle_frame(Instant now, ByteView body) {
+void SecureChannel::handle_frame(Instant now, std::span<std::uint8_t> body) {
   SHOAL_ASSERT(body.size() >= kFrameBytesMin);
   SHOAL_ASSERT(body.size() <= kFrameBytesMax);
   const std::uint64_t counter = get_be(body.data(), 8);
@@ -631,17 +631,20 @@ void SecureChannel::handle_frame(Instant now, ByteView body) {
     header[i] = static_cast<std::uint8_t>(body.size() >> (8 * (3 - i)));
   }
   std::memcpy(header + kRecordHeaderBytes, body.data(), kFrameCounterBytes);
-  const ByteView ciphertext = body.subspan(kFrameCounterBytes);
-  Bytes plaintext(ciphertext.size() - kFrameTagBytes);
+  // Decrypt in place: the record lives in our own receive buffer, and the
+  // payload is then copied once, into the message handed to the caller.
+  std::uint8_t* text = body.data() + kFrameCounterBytes;
+  const std::size_t ciphertext_bytes = body.size() - kFrameCounterBytes;
+  const std::size_t plaintext_bytes = ciphertext_bytes - kFrameTagBytes;
   const auto nonce = nonce_for(counter);
   unsigned long long written = 0;
-  if (crypto_aead_chacha20poly1305_ietf_decrypt(plaintext.data(), &written, nullptr, ciphertext.data(),
-                                                ciphertext.size(), header, sizeof header, nonce.data(),
-                                                receive_.key.data()) != 0) {
+  if (crypto_aead_chacha20poly1305_ietf_decrypt(text, &written, nullptr, text, ciphertext_bytes, header,
+                                                sizeof header, nonce.data(), receive_.key.data()) != 0) {
     fail(FailReason::kDecryptFailed, "frame " + std::to_string(counter) + " does not authenticate");
     return;
   }
-  SHOAL_ASSERT(written == plaintext.size());
+  SHOAL_ASSERT(written == plaintext_bytes);
+  const ByteView plaintext(text, plaintext_bytes);
   ++receive_.counter;
   ++receive_.frames_this_key;
   receive_.bytes_this_key += plaintext.size();
@@ -658,9 +661,8 @@ void SecureChannel::handle_frame(Instant now, ByteView body) {
   }
   switch (type) {
     case kFrameData:
-      plaintext.erase(plaintext.begin());
-      inbox_bytes_ += plaintext.size();
-      inbox_.push_back(std::move(plaintext));
+      inbox_.emplace_back(plaintext.begin() + kFrameTypeBytes, plaintext.end());
+      inbox_bytes_ += inbox_.back().size();
       return;
     case kFrameKeepalive:
       if (plaintext.size() != 1) {

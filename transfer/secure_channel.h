@@ -18,6 +18,7 @@
 #include <deque>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "base/bytes.h"
@@ -187,11 +188,12 @@ class SecureChannel {
   };
 
   void start_initiator();
-  void handle_record(Instant now, ByteView body);
+  // body points into receive_buffer_; frames are decrypted in place.
+  void handle_record(Instant now, std::span<std::uint8_t> body);
   void handle_message1(ByteView body);
   void handle_message2(ByteView body);
   void handle_message3(ByteView body);
-  void handle_frame(Instant now, ByteView body);
+  void handle_frame(Instant now, std::span<std::uint8_t> body);
   void process(Instant now);
   bool check_preamble();
   void queue_record(ByteView body);
