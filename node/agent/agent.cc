@@ -52,6 +52,7 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   void arm_tick_timer();
   void refresh_health();
   void save_known_members();
+  void mark_members_dirty();
   void begin_leave(const char* why);
   void finish();
   void close_all_handles();
@@ -67,6 +68,7 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   uv_timer_t tick_timer_{};
   uv_timer_t health_timer_{};
   uv_timer_t leave_timer_{};
+  uv_timer_t persist_timer_{};  // Debounces saving the member list after changes.
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};
   Address advertise_;
@@ -156,6 +158,8 @@ Status AgentImpl::init() {
   health_timer_.data = this;
   SHOAL_ASSERT(uv_timer_init(&loop_, &leave_timer_) == 0);
   leave_timer_.data = this;
+  SHOAL_ASSERT(uv_timer_init(&loop_, &persist_timer_) == 0);
+  persist_timer_.data = this;
   SHOAL_ASSERT(uv_signal_init(&loop_, &sigterm_) == 0);
   sigterm_.data = this;
   SHOAL_ASSERT(uv_signal_init(&loop_, &sigint_) == 0);
@@ -274,13 +278,31 @@ void AgentImpl::handle_event(const gossip::Event& event) {
     case gossip::EventKind::kAlive:
       spdlog::info("member {} ({} {}, dc {}): {} (incarnation {})", m.name, m.id.short_hex(), m.addr.to_string(),
                    m.dc, kind, m.incarnation);
-      members_dirty_ = true;
+      mark_members_dirty();
       break;
     default:
       spdlog::debug("member {}: {}", m.name, kind);
       break;
   }
   admin_->publish_event(event_line(event, std::chrono::system_clock::now()));
+}
+
+void AgentImpl::mark_members_dirty() {
+  members_dirty_ = true;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&persist_timer_)) || leaving_) {
+    return;
+  }
+  // Soon enough that a kill -9 shortly after joining still leaves a list to
+  // rejoin from, late enough that a burst of joins costs one LMDB commit.
+  uv_timer_start(
+      &persist_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<AgentImpl*>(t->data);
+        if (self->members_dirty_ && !self->finished_) {
+          self->save_known_members();
+        }
+      },
+      static_cast<std::uint64_t>(kPersistMembersDelay.count()), 0);
 }
 
 void AgentImpl::on_net_datagram(const Address& from, ByteView plaintext) {
@@ -418,7 +440,8 @@ void AgentImpl::close_all_handles() {
     admin_->close();
   }
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&tick_timer_), reinterpret_cast<uv_handle_t*>(&health_timer_),
-                         reinterpret_cast<uv_handle_t*>(&leave_timer_), reinterpret_cast<uv_handle_t*>(&sigterm_),
+                         reinterpret_cast<uv_handle_t*>(&leave_timer_), reinterpret_cast<uv_handle_t*>(&persist_timer_),
+                         reinterpret_cast<uv_handle_t*>(&sigterm_),
                          reinterpret_cast<uv_handle_t*>(&sigint_)}) {
     close_handle(h, nullptr);
   }

@@ -49,6 +49,7 @@ inline constexpr std::size_t kDropPeersMax = 1024;         // Fault injection li
 
 // Persistence.
 inline constexpr std::size_t kKnownMembersMax = 256;       // Addresses kept for rejoin.
+inline constexpr std::chrono::milliseconds kPersistMembersDelay{500};  // After a membership change.
 
 // Health sampling and shutdown.
 inline constexpr std::chrono::milliseconds kHealthInterval{5'000};
