@@ -231,7 +231,6 @@ void SyncSender::on_message(Instant now, const SyncMessage& m) {
         state_ = SyncState::kDone;
         rate_.update(now, progress_.bytes_transferred);
         progress_.bytes_per_second = rate_.bytes_per_second();
-        progress_.snapshot_already_held = progress_.chunks_transferred == 0;
       } else {
         fail(now, m.code, "receiver ended the transfer: " + m.text, false);
       }

@@ -600,68 +600,128 @@ TEST(SyncMessageTest, LargestMessagesFitOneFrame) {
 
 // ---- Through a pair of secure channels ----
 
-TEST_F(SyncTest, TransferRunsThroughSecureChannels) {
-  crypto_init();
-  Prng rng(3);
-  const Identity a = Identity::generate(rng);
-  const Identity b = Identity::generate(rng);
-  const ClusterKey key = generate_cluster_key(rng);
-  ChannelConfig ca;
-  ca.role = ChannelRole::kInitiator;
-  ca.keyring = Keyring(key);
-  ca.expected_peer_key = b.public_key();
-  ChannelConfig cb;
-  cb.role = ChannelRole::kResponder;
-  cb.keyring = Keyring(key);
-  cb.expected_peer_key = a.public_key();
-  cb.rekey_frames = 10;
-  ca.rekey_frames = 10;
-  Prng ra(4), rb(5);
-  SecureChannel channel_a(ca, a, ra, now_);
-  SecureChannel channel_b(cb, b, rb, now_);
+class ChannelSyncTest : public SyncTest {
+ protected:
+  ChannelSyncTest() {
+    crypto_init();
+    config_.piece_bytes = kChunkPieceBytesMax;
+  }
 
-  config_.piece_bytes = kChunkPieceBytesMax;
+  struct Outcome {
+    ChannelState sender_channel;
+    ChannelState receiver_channel;
+    FailReason receiver_fail = FailReason::kNone;
+  };
+
+  // Runs the current sender/receiver pair over two fresh channels, as the
+  // adapter will: pull sync messages only while the transmit buffer is small,
+  // abort both sessions when a channel fails. `tamper` sees every byte
+  // buffer from sender to receiver and may change it.
+  Outcome RunOverChannels(const std::function<void(Bytes&)>& tamper = nullptr) {
+    ChannelConfig ca;
+    ca.role = ChannelRole::kInitiator;
+    ca.keyring = Keyring(key_);
+    ca.expected_peer_key = b_.public_key();
+    ca.rekey_frames = 10;
+    ChannelConfig cb = ca;
+    cb.role = ChannelRole::kResponder;
+    cb.expected_peer_key = a_.public_key();
+    SecureChannel channel_a(ca, a_, rng_, now_, &metrics_);
+    SecureChannel channel_b(cb, b_, rng_, now_, &metrics_);
+    for (int step = 0; step < 100000; ++step) {
+      bool moved = false;
+      if (channel_a.established()) {
+        while (channel_a.transmit_bytes() < 64 * 1024) {
+          auto m = sender_->poll_message(now_);
+          if (!m) {
+            break;
+          }
+          EXPECT_TRUE(channel_a.send(now_, *m));
+        }
+        while (auto m = channel_a.poll_message()) {
+          sender_->on_message(now_, *m);
+        }
+      }
+      if (channel_b.established()) {
+        while (auto m = channel_b.poll_message()) {
+          receiver_->on_message(now_, *m);
+        }
+        while (auto m = receiver_->poll_message(now_)) {
+          EXPECT_TRUE(channel_b.send(now_, *m));
+        }
+      }
+      while (auto tx = channel_a.poll_transmit()) {
+        moved = true;
+        if (tamper) {
+          tamper(*tx);
+        }
+        channel_b.on_bytes(now_, *tx);
+      }
+      while (auto tx = channel_b.poll_transmit()) {
+        moved = true;
+        channel_a.on_bytes(now_, *tx);
+      }
+      const Error dropped{Code::kAborted, "connection dropped"};
+      if (channel_b.state() == ChannelState::kFailed || channel_a.state() == ChannelState::kFailed) {
+        receiver_->abort(now_, dropped);  // The socket is gone: nothing more reaches the peer.
+        sender_->abort(now_, dropped);
+        break;
+      }
+      if (!moved && sender_->state() != SyncState::kActive) {
+        break;
+      }
+    }
+    return Outcome{channel_a.state(), channel_b.state(), channel_b.fail_reason()};
+  }
+
+  Prng rng_{3};
+  Identity a_ = Identity::generate(rng_);
+  Identity b_ = Identity::generate(rng_);
+  ClusterKey key_ = generate_cluster_key(rng_);
+  ChannelMetrics metrics_;
+};
+
+TEST_F(ChannelSyncTest, TransferRunsThroughSecureChannels) {
   const ChunkId root = BuildSnapshot(source_, 5, 5, 15);
   Start(root);
-  for (int step = 0; step < 10000; ++step) {
-    bool moved = false;
-    if (channel_a.established()) {
-      while (channel_a.transmit_bytes() < 64 * 1024) {  // Backpressure: pull only while the socket has room.
-        auto m = sender_->poll_message(now_);
-        if (!m) {
-          break;
-        }
-        ASSERT_TRUE(channel_a.send(now_, *m));
-      }
-      while (auto m = channel_a.poll_message()) {
-        sender_->on_message(now_, *m);
-      }
-    }
-    if (channel_b.established()) {
-      while (auto m = channel_b.poll_message()) {
-        receiver_->on_message(now_, *m);
-      }
-      while (auto m = receiver_->poll_message(now_)) {
-        ASSERT_TRUE(channel_b.send(now_, *m));
-      }
-    }
-    while (auto tx = channel_a.poll_transmit()) {
-      moved = true;
-      channel_b.on_bytes(now_, *tx);
-    }
-    while (auto tx = channel_b.poll_transmit()) {
-      moved = true;
-      channel_a.on_bytes(now_, *tx);
-    }
-    if (!moved && sender_->state() != SyncState::kActive) {
-      break;
-    }
-  }
+  const Outcome outcome = RunOverChannels();
   EXPECT_EQ(receiver_->state(), SyncState::kDone) << receiver_->error().to_string();
   EXPECT_EQ(sender_->state(), SyncState::kDone) << sender_->error().to_string();
   EXPECT_TRUE(sink_.committed.contains(root));
-  EXPECT_GT(channel_a.rekeys(), 0u);
-  EXPECT_EQ(channel_a.state(), ChannelState::kEstablished);
+  EXPECT_GT(metrics_.rekeys, 0u);
+  EXPECT_EQ(outcome.sender_channel, ChannelState::kEstablished);
+}
+
+TEST_F(ChannelSyncTest, ByteFlippedInFlightDropsTheConnectionAndTheTransferResumes) {
+  const ChunkId root = BuildSnapshot(source_, 8, 8, 16);
+  const std::size_t total = Distinct(root);
+  Start(root);
+  std::size_t seen = 0;
+  const Outcome first = RunOverChannels([&](Bytes& bytes) {
+    const std::size_t flip_at = 60'000;  // About a third of the way through the snapshot.
+    if (seen <= flip_at && flip_at < seen + bytes.size()) {
+      bytes[flip_at - seen] ^= 0x04;
+    }
+    seen += bytes.size();
+  });
+  EXPECT_EQ(first.receiver_channel, ChannelState::kFailed);
+  EXPECT_EQ(first.receiver_fail, FailReason::kDecryptFailed);
+  EXPECT_EQ(receiver_->state(), SyncState::kFailed);
+  EXPECT_EQ(sink_.commit_calls, 0);
+  EXPECT_EQ(sink_.refused, 0);  // The channel caught it: nothing damaged reached the store.
+  const std::size_t held = static_cast<std::size_t>(sink_.puts);
+  ASSERT_GT(held, 0u);
+  ASSERT_LT(held, total);
+  for (const auto& [id, bytes] : sink_.chunks) {
+    EXPECT_EQ(blake2b_256(bytes), id);
+  }
+
+  Start(root, 21);  // New connection, new session.
+  const Outcome second = RunOverChannels();
+  EXPECT_EQ(second.receiver_channel, ChannelState::kEstablished);
+  ASSERT_EQ(receiver_->state(), SyncState::kDone) << receiver_->error().to_string();
+  EXPECT_EQ(sender_->progress().chunks_transferred, total - held);
+  EXPECT_TRUE(sink_.committed.contains(root));
 }
 
 }  // namespace
