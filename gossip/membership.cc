@@ -54,6 +54,19 @@ Duration random_offset(Random& random, Duration range) {
   return Duration(static_cast<std::int64_t>(random.uniform(static_cast<std::uint64_t>(std::max<std::int64_t>(1, range.count())))));
 }
 
+bool health_change_is_significant(const Health& before, const Health& after) {
+  if (before.version != after.version || before.projects_hosted != after.projects_hosted) {
+    return true;
+  }
+  auto moved = [](std::uint64_t a, std::uint64_t b, std::uint64_t absolute, std::uint64_t percent) {
+    const std::uint64_t diff = a > b ? a - b : b - a;
+    return diff >= absolute && diff * 100 >= std::max(a, b) * percent;
+  };
+  // Load by at least 0.5 and 25 %; free disk by at least 1 GiB and 10 %.
+  return moved(before.load_milli, after.load_milli, 500, 25) ||
+         moved(before.free_disk_bytes, after.free_disk_bytes, 1ull << 30, 10);
+}
+
 Membership::State::State(Config cfg, Random& rng, Instant now)
     : config(std::move(cfg)),
       random(rng),
@@ -320,10 +333,15 @@ void Membership::set_health(Instant now, const Health& health) {
   if (h.version.size() > wire::kVersionBytesMax) {
     h.version.resize(wire::kVersionBytesMax);
   }
-  if (s.table.health(s.self()) != h) {
+  const Health old = s.table.health(s.self());
+  if (old != h) {
     ++s.self().state_seq;
     s.table.set_health(s.self(), h);
-    s.broadcast_state(0);
+    if (health_change_is_significant(old, h)) {
+      s.broadcast_state(0);
+    }
+    // Otherwise it rides on our next pings and acks (and push-pulls) only,
+    // so a load figure that wobbles every refresh costs no datagrams.
   }
   s.finish();
   (void)now;

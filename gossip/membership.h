@@ -41,7 +41,11 @@ class Membership {
   // Broadcast our departure; the core stops probing. Done when leave_done().
   void leave(Instant now);
   bool leave_done(Instant now) const;
+  // Our health record. Every change rides on our pings and acks (digest);
+  // a significant one (health_change_is_significant) is also broadcast at
+  // once. local_health is ignored: the core fills in its own awareness.
   void set_health(Instant now, const Health& health);
+  // Broadcast at once (eager push) when it differs from the current one.
   void set_catalog_version(Instant now, std::uint64_t version);
 
   // --- outputs ------------------------------------------------------------
@@ -67,6 +71,11 @@ class Membership {
 // InvalidArgument naming the bad field. The constructor asserts this holds,
 // so drivers call it first on configuration they read from users.
 Status validate_config(const Config& config);
+
+// True when a health change is worth a broadcast of its own: version or
+// projects hosted changed, load moved by >= 0.5 and >= 25 %, or free disk by
+// >= 1 GiB and >= 10 %. Smaller changes travel on probe digests only.
+bool health_change_is_significant(const Health& before, const Health& after);
 
 // Lifeguard's suspicion timeout: starts at max and falls toward min as
 // independent confirmations arrive, log-scaled (memberlist suspicion.go).

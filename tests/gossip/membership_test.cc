@@ -121,6 +121,52 @@ TEST_F(MembershipBehaviourTest, IdleMeshSendsAboutTwoDatagramsPerSecondPerNode) 
   EXPECT_GE(per_node_per_s, 1.8);  // One ping and one ack each per second.
 }
 
+TEST_F(MembershipBehaviourTest, WobblingLoadCostsNoExtraDatagrams) {
+  Start(32);
+  net().run_for(seconds(40));
+  const std::uint64_t before = net().datagrams_sent();
+  for (int second = 0; second < 60; ++second) {
+    for (int i : net().up_nodes()) {
+      Health h = net().node(i).self().health;
+      h.load_milli = 1000 + static_cast<std::uint32_t>((second * 37 + i * 11) % 200);  // +-0.2
+      net().node(i).set_health(net().now(), h);
+    }
+    net().run_for(seconds(1));
+  }
+  const double per_node_per_s = static_cast<double>(net().datagrams_sent() - before) / 32.0 / 60.0;
+  EXPECT_LE(per_node_per_s, 2.2);
+  // ...yet every change still reaches the members that probe us.
+  int fresh = 0;
+  for (int v : net().up_nodes()) {
+    fresh += net().node(v).find(net().id(3))->health.load_milli >= 1000 ? 1 : 0;
+  }
+  EXPECT_GE(fresh, 16);
+}
+
+TEST(GossipHealthTest, SignificanceTable) {
+  const Health base{1000, 100ull << 30, 0, 5, "0.1.0"};
+  struct Case {
+    std::function<void(Health&)> change;
+    bool significant;
+  };
+  const Case cases[] = {
+      {[](Health&) {}, false},
+      {[](Health& h) { h.load_milli = 1400; }, false},    // +0.4
+      {[](Health& h) { h.load_milli = 1500; }, true},     // +0.5 and 50 %
+      {[](Health& h) { h.load_milli = 400; }, true},      // -0.6
+      {[](Health& h) { h.free_disk_bytes = 95ull << 30; }, false},  // -5 %
+      {[](Health& h) { h.free_disk_bytes = 80ull << 30; }, true},   // -20 %
+      {[](Health& h) { h.projects_hosted = 6; }, true},
+      {[](Health& h) { h.version = "0.2.0"; }, true},
+      {[](Health& h) { h.local_health = 7; }, false},
+  };
+  for (std::size_t i = 0; i < std::size(cases); ++i) {
+    Health after = base;
+    cases[i].change(after);
+    EXPECT_EQ(health_change_is_significant(base, after), cases[i].significant) << "case " << i;
+  }
+}
+
 TEST_F(MembershipBehaviourTest, HealthDigestRidesOnProbesWithoutBroadcasts) {
   Start(4);
   // Local health changes are carried by ping/ack digests only.
