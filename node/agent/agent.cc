@@ -289,11 +289,13 @@ void AgentImpl::handle_event(const gossip::Event& event) {
 
 void AgentImpl::mark_members_dirty() {
   members_dirty_ = true;
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&persist_timer_)) || leaving_) {
-    return;
+  if (leaving_ || finished_ || uv_is_active(reinterpret_cast<uv_handle_t*>(&persist_timer_))) {
+    return;  // A save is already due at the end of the current window.
   }
-  // Soon enough that a kill -9 shortly after joining still leaves a list to
-  // rejoin from, late enough that a burst of joins costs one LMDB commit.
+  // Save at once (an agent killed right after joining must still find its
+  // way back), then coalesce further changes into one save per window so a
+  // burst of joins costs a few LMDB commits, not one each.
+  save_known_members();
   uv_timer_start(
       &persist_timer_,
       [](uv_timer_t* t) {

@@ -13,6 +13,7 @@ std::string_view drop_reason_name(DropReason reason) {
     case DropReason::kDecodeError: return "decode_error";
     case DropReason::kFiltered: return "filtered";
     case DropReason::kSendFailed: return "send_failed";
+    case DropReason::kStreamNoKey: return "stream_no_key";
   }
   return "unknown";
 }

@@ -23,8 +23,10 @@ enum class DropReason : std::uint8_t {
   kDecodeError,  // Opened but the core could not parse it (from the core's counters).
   kFiltered,     // Fault injection dropped it.
   kSendFailed,   // Outbound: the socket refused it (buffer full, unreachable).
+  kStreamNoKey,  // A TCP push-pull frame no installed key opens (counted here too:
+                 // a node with another cluster key joins over TCP first).
 };
-inline constexpr std::size_t kDropReasonCount = 6;
+inline constexpr std::size_t kDropReasonCount = 7;
 std::string_view drop_reason_name(DropReason reason);  // "too_short", "oversized", ...
 
 struct DropCounters {

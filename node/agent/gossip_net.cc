@@ -36,6 +36,7 @@ struct GossipNet::Outbound {
   FrameDecoder decoder{kFrameBytesMax};
   int open_handles = 0;
   bool connecting = false;
+  bool filtered = false;  // Held back by fault injection, as if behind a partition.
   bool done = false;
 };
 
@@ -137,6 +138,12 @@ void GossipNet::set_dropped_peers(const std::vector<Address>& peers) {
     dropped_peers_.insert(p.to_string());
   }
   spdlog::warn("fault injection: dropping all traffic with {} peer(s)", dropped_peers_.size());
+  // Streams held back by the filter go ahead once their peer is reachable again.
+  for (auto& stream : outbound_) {
+    if (stream->filtered && !stream->done && !dropped(stream->to)) {
+      connect_outbound(*stream);
+    }
+  }
 }
 
 // --- datagrams ---------------------------------------------------------------
@@ -278,6 +285,9 @@ void GossipNet::handle_inbound_read(Inbound& conn, ssize_t nread, const uv_buf_t
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&conn.tcp));
   auto request = open_stream_request(keyring_, *frame);
   if (!request) {
+    if (request.error().code == Code::kCorruption) {
+      counters_.drops.add(DropReason::kStreamNoKey);
+    }
     spdlog::debug("push-pull request dropped: {}", request.error().message);
     close_inbound(conn, true);
     return;
@@ -376,18 +386,25 @@ void GossipNet::start_stream(const gossip::StreamRequest& request, std::chrono::
       },
       static_cast<std::uint64_t>(std::max<std::int64_t>(1, timeout.count())), 0);
 
-  // A filtered peer is silent, as behind a partition: let the timer expire.
+  if (request.kind == gossip::StreamKind::kPushPull) {
+    s.out = encode_frame(seal_stream_request(keyring_, random_, advertise_, request.payload));
+  }
+  // A filtered peer is silent, as behind a partition: the connect waits
+  // (like a SYN being retransmitted) until the partition heals or the timer expires.
   if (dropped(request.to)) {
     counters_.drops.add(DropReason::kFiltered);
+    s.filtered = true;
     return;
   }
-  auto addr = to_sockaddr(request.to);
+  connect_outbound(s);
+}
+
+void GossipNet::connect_outbound(Outbound& s) {
+  s.filtered = false;
+  auto addr = to_sockaddr(s.to);
   if (!addr) {
     finish_outbound(s, gossip::StreamOutcome::kFailed, {});
     return;
-  }
-  if (request.kind == gossip::StreamKind::kPushPull) {
-    s.out = encode_frame(seal_stream_request(keyring_, random_, advertise_, request.payload));
   }
   SHOAL_ASSERT(uv_tcp_init(loop_, &s.tcp) == 0);
   s.tcp.data = &s;
@@ -458,6 +475,7 @@ void GossipNet::handle_outbound_read(Outbound& s, ssize_t nread, const uv_buf_t*
   }
   auto reply = open_stream_reply(keyring_, *frame);
   if (!reply) {
+    counters_.drops.add(DropReason::kStreamNoKey);
     finish_outbound(s, gossip::StreamOutcome::kFailed, {});
     return;
   }

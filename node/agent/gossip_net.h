@@ -88,6 +88,7 @@ class GossipNet {
   static void on_connection(uv_stream_t* server, int status);
   void handle_inbound_read(Inbound& conn, ssize_t nread, const uv_buf_t* buf);
   void close_inbound(Inbound& conn, bool failed);
+  void connect_outbound(Outbound& stream);
   void on_outbound_connected(Outbound& stream, int status);
   void handle_outbound_read(Outbound& stream, ssize_t nread, const uv_buf_t* buf);
   void finish_outbound(Outbound& stream, gossip::StreamOutcome outcome, ByteView reply);

@@ -79,6 +79,7 @@ TEST(DropReasonTest, NamesAreStable) {
   EXPECT_EQ(drop_reason_name(DropReason::kOversized), "oversized");
   EXPECT_EQ(drop_reason_name(DropReason::kNoKey), "no_key");
   EXPECT_EQ(drop_reason_name(DropReason::kDecodeError), "decode_error");
+  EXPECT_EQ(drop_reason_name(DropReason::kStreamNoKey), "stream_no_key");
 }
 
 }  // namespace
