@@ -153,7 +153,7 @@ class Cluster:
         first.start()
         for _ in range(n - 1):
             self.add(**kw).start(join=[first.addr])
-        return self.agents
+        return list(self.agents)  # A copy: agents added later must not appear in it.
 
     def live(self):
         return [a for a in self.agents if a.running()]
