@@ -40,9 +40,9 @@ void Membership::State::handle_packet(Instant now, const Address& from, wire::Pa
   }
 }
 
-void Membership::State::add_to_probe_order(const NodeId& id) {
+void Membership::State::add_to_probe_order(std::uint32_t slot) {
   // At a random place still ahead of us in this round (memberlist does the same).
-  probe_order.push_back(id);
+  probe_order.push_back(slot);
   const std::size_t ahead = probe_order.size() - std::min(probe_next, probe_order.size());
   const std::size_t j = probe_order.size() - 1 - random.uniform(ahead);
   std::swap(probe_order[j], probe_order.back());
@@ -81,7 +81,7 @@ void Membership::State::apply_alive(Instant now, const wire::MemberRecord& r, bo
     table.set_dc(e, r.dc);
     table.set_health(e, r.health);
     slot = table.insert(std::move(e));
-    add_to_probe_order(r.id);
+    add_to_probe_order(slot);
     if (broadcast_new) {
       broadcast_alive(slot);
     }
@@ -116,7 +116,7 @@ void Membership::State::apply_alive(Instant now, const wire::MemberRecord& r, bo
   if (old == MemberStatus::kSuspect) {
     emit(now, EventKind::kAlive, slot);
   } else if (old == MemberStatus::kDead || old == MemberStatus::kLeft) {
-    add_to_probe_order(r.id);
+    add_to_probe_order(slot);
     emit(now, EventKind::kJoined, slot);
   } else if (identity_changed) {
     emit(now, EventKind::kUpdated, slot);

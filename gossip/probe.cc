@@ -30,6 +30,12 @@ bool probeable(const Entry& e) { return e.status == MemberStatus::kAlive || e.st
 void Membership::State::tick_probe(Instant now) {
   if (probe && !probe->indirect_sent && now >= probe->timeout_at) {
     send_indirect(now);
+    if (now - probe->timeout_at > config.probe_timeout / 2) {
+      // We were woken late (a busy or briefly paused process): give the
+      // helpers and the reachability check their full time rather than
+      // failing the probe in this same tick.
+      probe->deadline = std::max(probe->deadline, now + awareness.scale(config.probe_interval - config.probe_timeout));
+    }
   }
   if (probe && now >= probe->deadline) {
     probe_failed(now);
@@ -44,8 +50,8 @@ void Membership::State::start_probe(Instant now) {
   std::uint32_t slot = MemberTable::kNone;
   for (int pass = 0; pass < 2 && slot == MemberTable::kNone; ++pass) {
     while (probe_next < probe_order.size()) {
-      const std::uint32_t candidate = table.find(probe_order[probe_next++]);
-      if (candidate != MemberTable::kNone && candidate != 0 && probeable(table.at(candidate))) {
+      const std::uint32_t candidate = probe_order[probe_next++];
+      if (candidate != 0 && candidate < table.size() && probeable(table.at(candidate))) {
         slot = candidate;
         break;
       }
@@ -56,7 +62,7 @@ void Membership::State::start_probe(Instant now) {
       probe_next = 0;
       for (std::uint32_t s = 1; s < table.size(); ++s) {
         if (probeable(table.at(s))) {
-          probe_order.push_back(table.at(s).id);
+          probe_order.push_back(s);
         }
       }
       for (std::size_t i = probe_order.size(); i > 1; --i) {

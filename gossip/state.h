@@ -66,7 +66,9 @@ struct Membership::State {
     std::optional<StreamOutcome> reachability;
   };
   std::optional<Probe> probe;
-  std::vector<NodeId> probe_order;  // Shuffled round-robin; rebuilt when exhausted.
+  // Shuffled round-robin of slots (4 bytes per member, not 16); rebuilt when
+  // exhausted and cleared whenever compaction moves slots.
+  std::vector<std::uint32_t> probe_order;
   std::size_t probe_next = 0;
   Instant next_probe;
   std::uint64_t next_seq = 1;
@@ -143,7 +145,7 @@ struct Membership::State {
   // Our own verdicts after probing.
   void suspect_member(Instant now, std::uint32_t slot, bool stalled);
   void declare_dead(Instant now, std::uint32_t slot);
-  void add_to_probe_order(const NodeId& id);
+  void add_to_probe_order(std::uint32_t slot);
 
   // --- probe.cc -----------------------------------------------------------
   void tick_probe(Instant now);

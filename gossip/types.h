@@ -90,7 +90,9 @@ struct Config {
   Duration leave_timeout = seconds(2);
   // Join retries back off from 1 s up to this.
   Duration join_retry_max = seconds(30);
-  std::size_t broadcasts_max = 8192;  // Piggyback queue bound; the most-sent is dropped first.
+  // Piggyback queue bound; when full the most-sent broadcast is dropped.
+  // A 64-node mesh rarely holds more than ~130; the simulator may lower it.
+  std::size_t broadcasts_max = 1024;
 };
 
 Config profile_config(Profile profile);

@@ -179,6 +179,26 @@ TEST_F(GossipFailureTest, ResumedNodeAccusesNobody) {
   EXPECT_TRUE(net().converged());
 }
 
+TEST_F(GossipFailureTest, NodeWokenLateBySubSecondStallsAccusesNobody) {
+  Start(8);
+  const Counters before = net().node(5).counters();
+  for (int i = 0; i < 10; ++i) {
+    // Stall right after a probe went out, before its ack is read, for less
+    // than the pause-detection threshold: the probe's timers all expire.
+    const std::uint64_t probes = net().node(5).counters().probes_sent;
+    ASSERT_TRUE(net().run_until([&] { return net().node(5).counters().probes_sent > probes; }, seconds(3),
+                                std::chrono::microseconds(50)));
+    net().pause(5);
+    // Past the probe round's end, but less than the detection threshold past
+    // the deadline we handed the driver (the next gossip tick).
+    net().run_for(milliseconds(1000));
+    net().resume(5);
+    net().run_for(milliseconds(500));
+  }
+  EXPECT_EQ(net().node(5).counters().suspicions, before.suspicions);
+  EXPECT_EQ(net().count_events(EventKind::kDead), 0);
+}
+
 TEST_F(GossipFailureTest, PartitionLongerThanSuspicionTimeoutHealsWithinFiveSeconds) {
   Start(10);
   const std::vector<int> a = {0, 1, 2, 3, 4};

@@ -275,9 +275,8 @@ void FakeNetwork::step(Instant until) {
 
 void FakeNetwork::run_for(Duration d) { step(now_ + d); }
 
-bool FakeNetwork::run_until(const std::function<bool()>& pred, Duration limit) {
+bool FakeNetwork::run_until(const std::function<bool()>& pred, Duration limit, Duration slice) {
   const Instant end = now_ + limit;
-  const Duration slice = milliseconds(5);
   while (!pred()) {
     if (now_ >= end) {
       return false;

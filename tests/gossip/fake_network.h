@@ -63,7 +63,7 @@ class FakeNetwork {
 
   void run_for(Duration d);
   // Runs until pred() or `limit` of virtual time passed; returns whether pred held.
-  bool run_until(const std::function<bool()>& pred, Duration limit);
+  bool run_until(const std::function<bool()>& pred, Duration limit, Duration check_every = milliseconds(5));
 
   Instant now() const { return now_; }
   Membership& node(int i) { return *nodes_.at(static_cast<std::size_t>(i))->core; }
