@@ -269,7 +269,9 @@ void GossipNet::handle_inbound_read(Inbound& conn, ssize_t nread, const uv_buf_t
     return;
   }
   if (nread < 0) {
-    close_inbound(conn, true);  // EOF before a whole request, or a reset.
+    // A reachability check connects and closes without sending: a clean EOF
+    // on an empty connection is its normal end, anything else a failure.
+    close_inbound(conn, !(nread == UV_EOF && conn.decoder.buffered() == 0));
     return;
   }
   const ByteView bytes(reinterpret_cast<const std::uint8_t*>(buf->base), static_cast<std::size_t>(nread));
