@@ -55,8 +55,8 @@ std::uint32_t MemberTable::insert(Entry entry) {
   const auto slot = static_cast<std::uint32_t>(entries_.size());
   ++counts_[static_cast<int>(entry.status)];
   entries_.push_back(std::move(entry));
-  if (entries_.size() * 2 > index_.size()) {
-    rebuild_index();  // Keeps the load factor at or below one half.
+  if (entries_.size() * 4 > index_.size() * 3) {
+    rebuild_index();  // Keeps the load factor at or below three quarters.
   } else {
     std::size_t b = bucket_of(entries_.back().id);
     while (index_[b] != kNone) {
@@ -69,7 +69,7 @@ std::uint32_t MemberTable::insert(Entry entry) {
 
 void MemberTable::rebuild_index() {
   std::size_t buckets = 16;
-  while (buckets < entries_.size() * 2) {
+  while (buckets < entries_.size() * 2) {  // Rebuilt at half load: room to grow.
     buckets *= 2;
   }
   index_.assign(buckets, kNone);

@@ -11,10 +11,12 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "base/assert.h"
 #include "gossip/types.h"
 
 namespace shoal::gossip {
@@ -60,6 +62,46 @@ struct Entry {
 };
 static_assert(sizeof(Entry) <= 152, "keep entries compact: 10,000 x 10,000 in the simulator");
 
+// A vector of Entry in fixed chunks: growing never copies or over-allocates
+// by more than one chunk (std::vector's doubling would cost up to 2x, which
+// at 10,000 x 10,000 entries is the difference between fitting and not).
+class EntryChunks {
+ public:
+  static constexpr std::size_t kChunkEntries = 256;
+
+  Entry& operator[](std::size_t i) { return chunks_[i / kChunkEntries][i % kChunkEntries]; }
+  const Entry& operator[](std::size_t i) const { return chunks_[i / kChunkEntries][i % kChunkEntries]; }
+  Entry& at(std::size_t i) {
+    SHOAL_ASSERT(i < size_);
+    return (*this)[i];
+  }
+  const Entry& at(std::size_t i) const {
+    SHOAL_ASSERT(i < size_);
+    return (*this)[i];
+  }
+  std::size_t size() const { return size_; }
+  Entry& back() { return (*this)[size_ - 1]; }
+  void push_back(Entry entry) {
+    if (size_ == chunks_.size() * kChunkEntries) {
+      chunks_.push_back(std::make_unique<Entry[]>(kChunkEntries));
+    }
+    (*this)[size_++] = std::move(entry);
+  }
+  // Shrinks to n entries, freeing whole chunks past the end.
+  void truncate(std::size_t n) {
+    SHOAL_ASSERT(n <= size_);
+    for (std::size_t i = n; i < size_; ++i) {
+      (*this)[i] = Entry{};
+    }
+    size_ = n;
+    chunks_.resize((n + kChunkEntries - 1) / kChunkEntries);
+  }
+
+ private:
+  std::vector<std::unique_ptr<Entry[]>> chunks_;
+  std::size_t size_ = 0;
+};
+
 class MemberTable {
  public:
   static constexpr std::uint32_t kNone = std::numeric_limits<std::uint32_t>::max();
@@ -102,7 +144,7 @@ class MemberTable {
       }
       ++kept;
     }
-    entries_.resize(kept);
+    entries_.truncate(kept);
     rebuild_index();
     return removed;
   }
@@ -112,7 +154,7 @@ class MemberTable {
   std::size_t bucket_of(const NodeId& id) const;
   void rebuild_index();
 
-  std::vector<Entry> entries_;
+  EntryChunks entries_;
   std::vector<std::uint32_t> index_;  // Open addressing, linear probing; kNone = empty.
   std::size_t counts_[4] = {0, 0, 0, 0};
   StringPool dcs_{kPoolMax};
