@@ -523,6 +523,72 @@ TEST(RateMeterTest, MeasuresOverTheRecentWindow) {
   EXPECT_DOUBLE_EQ(meter.bytes_per_second(), 4000.0);  // The slow start has left the window.
 }
 
+// Random, well-formed but hostile message sequences: every outcome must be an
+// error value (or progress), never a crash, a commit of an incomplete
+// snapshot, or memory beyond the configured chunk bound.
+TEST_F(SyncTest, HostileMessageSequencesNeverCrashOrCommitEarly) {
+  const ChunkId root = BuildSnapshot(source_, 2, 3, 17);
+  const std::set<ChunkId> closure = source_.Closure(root);
+  std::vector<ChunkId> pool(closure.begin(), closure.end());
+  pool.push_back(blake2b_256(as_bytes("stranger")));
+  int runs_that_stored = 0;
+  for (std::uint64_t seed = 1; seed <= 300; ++seed) {
+    Prng r(seed);
+    FakeStore sink;
+    SyncReceiver receiver(config_, sink, now_);
+    SyncSender sender(config_, source_, 5, "p", root, 0, now_);
+    receiver.on_message(now_, SyncMessage{.type = SyncMessageType::kOffer, .session = 5, .project = "p", .id = root});
+    std::vector<ChunkId> requested;  // What the receiver asked for: hostile pieces aim there.
+    for (int i = 0; i < 60; ++i) {
+      while (auto out = receiver.poll_message(now_)) {
+        auto get = decode_sync_message(*out);
+        ASSERT_TRUE(get);
+        requested.insert(requested.end(), get->ids.begin(), get->ids.end());
+      }
+      SyncMessage m;
+      m.type = r.chance(0.6) ? SyncMessageType::kChunk : static_cast<SyncMessageType>(1 + r.uniform(5));
+      m.session = r.chance(0.95) ? 5 : r.next_u64();
+      m.id = !requested.empty() && r.chance(0.7) ? requested[r.uniform(requested.size())] : pool[r.uniform(pool.size())];
+      for (std::uint64_t n = 1 + r.uniform(4); n > 0; --n) {
+        m.ids.push_back(pool[r.uniform(pool.size())]);
+      }
+      const bool honest = source_.chunks.contains(m.id) && r.chance(0.6);
+      if (honest) {  // A real chunk, whole or in part, sometimes damaged.
+        const Bytes& real = source_.chunks.at(m.id);
+        m.total = real.size();
+        m.offset = r.chance(0.7) ? 0 : r.uniform(m.total + 1);
+        m.data.assign(real.begin() + static_cast<std::ptrdiff_t>(m.offset), real.end());
+        if (!m.data.empty() && r.chance(0.2)) {
+          m.data[r.uniform(m.data.size())] ^= 1;
+        }
+      } else {
+        m.total = r.uniform(4000);
+        m.offset = r.chance(0.5) ? 0 : r.uniform(m.total + 1);
+        m.data.assign(std::min<std::uint64_t>(m.total - m.offset, r.uniform(1500)), 0xab);
+      }
+      m.code = static_cast<Code>(r.uniform(static_cast<std::uint64_t>(Code::kInternal) + 1));
+      receiver.on_message(now_, encode_sync_message(m));
+      sender.on_message(now_, encode_sync_message(m));
+      for (int k = 0; k < 5 && sender.poll_message(now_); ++k) {
+      }
+      ASSERT_LE(receiver.assembly_bytes(), config_.chunk_bytes_max);
+      ASSERT_LE(receiver.in_flight(), config_.window_chunks);
+      ASSERT_LE(sender.requests_queued(), kWindowChunksMax);
+    }
+    runs_that_stored += sink.puts > 0 ? 1 : 0;
+    // Whatever happened, a commit means the whole snapshot is really there.
+    if (sink.commit_calls > 0 && sink.committed.contains(root)) {
+      for (const ChunkId& id : source_.Closure(root)) {
+        EXPECT_TRUE(sink.chunks.contains(id)) << "seed " << seed;
+      }
+    }
+    for (const auto& [id, bytes] : sink.chunks) {
+      EXPECT_EQ(blake2b_256(bytes), id) << "seed " << seed;
+    }
+  }
+  EXPECT_GT(runs_that_stored, 30);  // The sequences reach the store, not only the first check.
+}
+
 // ---- Messages ----
 
 TEST(SyncMessageTest, EveryTypeRoundTrips) {
