@@ -287,6 +287,7 @@ void Membership::on_tick(Instant now) {
 
 void Membership::join(Instant now, std::span<const Address> seeds) {
   State& s = *state_;
+  s.begin_input(now);
   s.join_seeds.assign(seeds.begin(), seeds.begin() + static_cast<std::ptrdiff_t>(std::min(seeds.size(), kJoinSeedsMax)));
   s.join_wanted = !s.join_seeds.empty();
   s.join_backoff = seconds(1);
@@ -298,6 +299,7 @@ void Membership::join(Instant now, std::span<const Address> seeds) {
 
 void Membership::leave(Instant now) {
   State& s = *state_;
+  s.begin_input(now);
   if (s.leaving) {
     return;
   }
@@ -328,6 +330,7 @@ bool Membership::leave_done(Instant now) const {
 
 void Membership::set_health(Instant now, const Health& health) {
   State& s = *state_;
+  s.begin_input(now);
   Health h = health;
   h.local_health = static_cast<std::uint32_t>(s.awareness.score());
   if (h.version.size() > wire::kVersionBytesMax) {
@@ -344,18 +347,17 @@ void Membership::set_health(Instant now, const Health& health) {
     // so a load figure that wobbles every refresh costs no datagrams.
   }
   s.finish();
-  (void)now;
 }
 
 void Membership::set_catalog_version(Instant now, std::uint64_t version) {
   State& s = *state_;
+  s.begin_input(now);
   if (s.self().catalog_version != version) {
     ++s.self().state_seq;
     s.self().catalog_version = version;
     s.broadcast_state(0);
   }
   s.finish();
-  (void)now;
 }
 
 std::optional<Datagram> Membership::poll_transmit() {

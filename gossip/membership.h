@@ -7,6 +7,18 @@
 // Call order after any on_*() or join()/leave()/set_*(): drain poll_transmit(),
 // poll_stream() and poll_event(), then arm a timer for next_deadline() and call
 // on_tick() when it fires.
+//
+// `now` must never go backwards. A jump far past the deadline last handed out
+// is read as this process having been paused (SIGSTOP, swap): in-flight
+// probes are discarded instead of counted as failures (Counters::pauses_detected).
+//
+// Events: kJoined (new member, or back from dead/left), kSuspect, kStalled
+// (suspect whose host still accepts TCP), kAlive (suspect refuted), kDead,
+// kLeft, kHealthChanged, kCatalogChanged, and kUpdated (name, dc or address
+// changed; also emitted about *self* whenever our incarnation rises, so the
+// driver can persist self().incarnation for Config::initial_incarnation).
+//
+// Wire format and design notes: docs/gossip-wire.md.
 
 #include <memory>
 #include <optional>
@@ -36,7 +48,9 @@ class Membership {
   void on_tick(Instant now);
 
   // --- commands -----------------------------------------------------------
-  // Contact seeds (push-pull over TCP); retried until one answers.
+  // Contact seeds (push-pull over TCP, at most 16); all are tried at once and
+  // retried with backoff (1 s doubling to Config::join_retry_max) until one
+  // answers. Seeds may include our own address.
   void join(Instant now, std::span<const Address> seeds);
   // Broadcast our departure; the core stops probing. Done when leave_done().
   void leave(Instant now);
