@@ -77,10 +77,21 @@ Status GossipNet::listen(const Address& bind, const Address& advertise) {
     return make_error(from_uv(rc, "").code, "--bind " + bind.to_string() + ": cannot bind the UDP port (" +
                                                 uv_strerror(rc) + "); stop the process using it or choose another --bind");
   }
+  // Port 0 (tests): the kernel picks the UDP port and TCP takes the same one.
+  sockaddr_storage bound{};
+  int bound_len = sizeof bound;
+  SHOAL_ASSERT(uv_udp_getsockname(&udp_, reinterpret_cast<sockaddr*>(&bound), &bound_len) == 0);
+  bound_ = from_sockaddr(reinterpret_cast<const sockaddr*>(&bound));
+  bound_.host = bind.host;
+  if (advertise_.port == 0) {
+    advertise_.port = bound_.port;
+  }
+  auto tcp_addr = to_sockaddr(bound_);
+  SHOAL_ASSERT(tcp_addr.has_value());
   SHOAL_ASSERT(uv_tcp_init(loop_, &tcp_) == 0);
   tcp_.data = this;
   tcp_open_ = true;
-  int rc = uv_tcp_bind(&tcp_, sa, 0);
+  int rc = uv_tcp_bind(&tcp_, reinterpret_cast<const sockaddr*>(&*tcp_addr), 0);
   if (rc == 0) {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, on_connection);
   }

@@ -59,7 +59,11 @@ class GossipNet {
   // Binds UDP and TCP on `bind` and starts receiving. `advertise` is sent
   // inside stream requests so peers know who is talking. On error nothing
   // is left listening; the message names the port and protocol in use.
+  // Port 0 lets the kernel choose (tests); bound_address() then tells which,
+  // and an advertise port of 0 is replaced by it.
   Status listen(const Address& bind, const Address& advertise);
+  const Address& bound_address() const { return bound_; }
+  const Address& advertise_address() const { return advertise_; }
 
   // Seals and sends; failures are counted, never reported (UDP is lossy anyway).
   void send(const gossip::Datagram& datagram);
@@ -98,6 +102,7 @@ class GossipNet {
   Random& random_;
   GossipNetHandler& handler_;
   Address advertise_;
+  Address bound_;
   uv_udp_t udp_{};
   uv_tcp_t tcp_{};
   bool udp_open_ = false;
