@@ -61,7 +61,7 @@ sleep 0.5
 victim=4
 say "kill -9 node-$victim (pid ${pids[$victim]})"
 killed=$EPOCHREALTIME
-kill -9 "${pids[$victim]}"
+{ kill -9 "${pids[$victim]}"; wait "${pids[$victim]}"; } 2>/dev/null || true  # Braces: no "Killed" job notice.
 for _ in $(seq 300); do
   "$SHOAL" members --json --status dead | grep -q "\"node-$victim\"" && break
   sleep 0.1
