@@ -48,18 +48,27 @@ class BroadcastQueue {
   struct Item {
     Bytes message;
     int transmits = 0;
-    std::uint64_t id = 0;  // Insertion order; newer is larger.
+    std::uint64_t id = 0;  // Insertion order; newer is larger; unique.
   };
-  // (transmits ascending, id descending) with the key to find the item.
-  using OrderKey = std::tuple<int, std::uint64_t, Key>;
-  static OrderKey order_key(const Key& key, const Item& item) {
-    return {item.transmits, ~item.id, key};
-  }
+  using Items = std::map<Key, Item>;
+  // Ordered by (transmits ascending, id descending); ids are unique, so the
+  // iterator (stable in a std::map) is carried along but never compared.
+  struct OrderKey {
+    int transmits;
+    std::uint64_t inverse_id;
+    Items::iterator item;
+    bool operator<(const OrderKey& o) const {
+      return transmits != o.transmits ? transmits < o.transmits : inverse_id < o.inverse_id;
+    }
+  };
+  static OrderKey order_key(Items::iterator it) { return {it->second.transmits, ~it->second.id, it}; }
+  // take() stops looking for a smaller broadcast after this many misfits.
+  static constexpr int kMisfitsMax = 16;
 
   std::size_t items_max_;
   std::uint64_t next_id_ = 1;
   std::uint64_t dropped_ = 0;
-  std::map<Key, Item> items_;
+  Items items_;
   std::set<OrderKey> order_;
 };
 
