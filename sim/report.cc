@@ -144,6 +144,7 @@ std::string format_text(const Report& r) {
   line("first suspicion", r.first_suspect_s);
   line("first dead     ", r.first_dead_s);
   line("dead everywhere", r.full_dead_s);
+  line("dissemination  ", r.dissemination_s);
   line("join known everywhere", r.join_full_s);
   o << "false positives " << r.false_positives << " (excused " << r.false_positives_excused << ", "
     << fmt("%.3f", r.node_hours > 0 ? static_cast<double>(r.false_positives) / r.node_hours : 0)
@@ -188,6 +189,7 @@ std::string format_json(const Report& r) {
                     {"first_suspicion_s", latency_json(r.first_suspect_s)},
                     {"first_dead_s", latency_json(r.first_dead_s)},
                     {"dead_everywhere_s", latency_json(r.full_dead_s)},
+                    {"dissemination_s", latency_json(r.dissemination_s)},
                     {"first_suspicion_protocol_periods",
                      summarize(r.first_suspect_s).mean / std::max(r.probe_interval_s, 1e-9)}};
   j["join_known_everywhere_s"] = latency_json(r.join_full_s);
@@ -245,6 +247,7 @@ std::string format_markdown(const Report& r) {
   o << latency_row("first suspicion", r.first_suspect_s);
   o << latency_row("first declared dead", r.first_dead_s);
   o << latency_row("dead at every live node", r.full_dead_s);
+  o << latency_row("dissemination (first dead to everywhere)", r.dissemination_s);
   o << latency_row("joined node known everywhere", r.join_full_s);
   o << "\n![CDF of detection latency](detection_cdf.svg)\n\n";
   o << "## False positives\n\n";

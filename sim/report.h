@@ -86,6 +86,7 @@ struct Report {
   std::vector<double> first_suspect_s;  // First live node suspects it.
   std::vector<double> first_dead_s;     // First live node declares it dead.
   std::vector<double> full_dead_s;      // Every live node has it dead.
+  std::vector<double> dissemination_s;  // From first dead to dead everywhere.
   std::uint32_t crashes_tracked = 0;
   std::uint32_t crashes_incomplete = 0;  // Not every live node knew by the end.
   std::vector<double> join_full_s;       // Every live node knows a joined/restarted node.

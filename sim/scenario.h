@@ -108,7 +108,7 @@ struct FaultSpec {
   std::uint32_t times = 1;               // Number of repetitions when every > 0.
   bool sticky = false;                   // Repeat on the nodes picked the first time.
   std::string dc;                        // kDcOutage / kDcReturn / kJoin.
-  bool power = false;                    // kDcOutage: hosts go down (crash) instead of the network.
+  bool power = false;                    // kCrash / kDcOutage: the host goes down too (TCP times out).
   std::vector<std::vector<std::string>> groups;  // kPartition: DC names per side.
   bool one_way = false;                  // kPartition: only the first group's sends are dropped.
   Duration spread{0};                    // kJoin: arrivals spread over this.

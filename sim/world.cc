@@ -1089,8 +1089,9 @@ void World::run_action(std::uint32_t action_index) {
   switch (action.kind) {
     case FaultKind::kCrash: {
       rec.nodes = spec != nullptr ? select(*spec, static_cast<std::size_t>(action.spec), true) : action.nodes;
+      const bool host_down = spec != nullptr && spec->power;
       for (std::uint32_t i : rec.nodes) {
-        crash_node(i, false);
+        crash_node(i, host_down);
       }
       if (spec != nullptr && spec->duration) {
         for (std::uint32_t i : rec.nodes) {
@@ -1113,7 +1114,10 @@ void World::run_action(std::uint32_t action_index) {
           }
         }
       } else {
-        rec.nodes = action.nodes;
+        rec.nodes = action.nodes;  // The follow-up of a crash or leave: power comes back too.
+        for (std::uint32_t i : rec.nodes) {
+          nodes_[i].host_down = false;
+        }
       }
       std::vector<std::uint32_t> started;
       for (std::uint32_t i : rec.nodes) {
@@ -1416,6 +1420,9 @@ void World::close_tracked(std::uint32_t subject) {
     if (complete) {
       ++report_.crashes_tracked;
       report_.full_dead_s.push_back(to_seconds(times.back()));
+      if (t.first_dead) {
+        report_.dissemination_s.push_back(to_seconds(times.back() - *t.first_dead));
+      }
     } else if (open_for >= scenario_.bounds.detection && expected > 0) {
       ++report_.crashes_tracked;
       ++report_.crashes_incomplete;
