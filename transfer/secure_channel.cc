@@ -201,6 +201,7 @@ SecureChannel::SecureChannel(const ChannelConfig& config, const Identity& identi
   SHOAL_ASSERT(config_.rekey_frames > 0);
   SHOAL_ASSERT(config_.rekey_bytes > 0);
   SHOAL_ASSERT(config_.handshake_timeout.count() > 0);
+  SHOAL_ASSERT(config_.keyring.primary() != ClusterKey{});  // The default-constructed config is not a key.
   crypto_init();
   handshake_deadline_ = now + config_.handshake_timeout;
   last_received_ = now;

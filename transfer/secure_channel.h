@@ -100,7 +100,7 @@ using PeerAuthorizer = std::function<Status(const NodeId& id, const PublicKey& k
 struct ChannelConfig {
   ChannelRole role = ChannelRole::kInitiator;
   // Initiator: message 1 is bound to keyring.primary(). Responder: accepts any key of the ring.
-  Keyring keyring{ClusterKey{}};
+  Keyring keyring{ClusterKey{}};  // REQUIRES: set to the node's keyring (the all-zero default is refused).
   // The key we expect the peer to hold (the initiator knows whom it dialed).
   // When set, any other key is refused before the authorizer runs.
   std::optional<PublicKey> expected_peer_key;
