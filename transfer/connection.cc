@@ -45,8 +45,8 @@ std::uint64_t TransferConnection::new_session_id() {
 
 Result<std::uint64_t> TransferConnection::offer(Instant now, SyncSource& source, const std::string& project,
                                                 const ChunkId& snapshot, std::uint64_t size_hint) {
-  if (!channel_.established()) {
-    return make_error(Code::kFailedPrecondition, "connection is not established");
+  if (!channel_.established() || close_reported_) {
+    return make_error(Code::kFailedPrecondition, "connection is not established, or closing");
   }
   if (project.size() > kProjectBytesMax) {
     return make_error(Code::kInvalidArgument, "project name above " + std::to_string(kProjectBytesMax) + " bytes");
@@ -84,11 +84,9 @@ void TransferConnection::route(Instant now, ByteView message) {
   auto decoded = decode_sync_message(message);
   if (!decoded) {
     // A malformed message from an authenticated peer: its sessions cannot be
-    // trusted to be in step any more. Fail them all and drop the connection.
-    for (auto& [id, s] : sessions_) {
-      cancel(now, id, Error{Code::kAborted, "malformed transfer message: " + decoded.error().message});
-    }
-    channel_.close(now);
+    // trusted to be in step any more. Fail them all and close the connection.
+    ++stray_messages_;
+    close(now);
     return;
   }
   const std::uint64_t id = decoded->session;
@@ -125,9 +123,31 @@ void TransferConnection::route(Instant now, ByteView message) {
   }
 }
 
+void TransferConnection::close(Instant now) {
+  for (auto& [id, s] : sessions_) {
+    cancel(now, id, Error{Code::kAborted, "connection closing"});
+  }
+  // The sessions' kEnd messages go out before the close frame.
+  for (auto& [id, s] : sessions_) {
+    (void)id;
+    while (auto m = s.sender ? s.sender->poll_message(now) : s.receiver->poll_message(now)) {
+      (void)channel_.send(now, *m);
+    }
+  }
+  channel_.close(now);
+  reap();
+  if (!close_reported_) {
+    close_reported_ = true;
+    events_.push_back(ConnectionEvent{.kind = ConnectionEvent::Kind::kChannelClosed});
+  }
+}
+
 void TransferConnection::after_channel_input(Instant now) {
   while (auto m = channel_.poll_message()) {
     route(now, *m);
+  }
+  if (channel_.peer_closed() && !close_reported_ && channel_.state() != ChannelState::kFailed) {
+    close(now);  // A half-open connection is of no use to transfers: finish it.
   }
   if (channel_.established() && !established_reported_) {
     established_reported_ = true;

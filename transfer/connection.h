@@ -47,6 +47,7 @@ struct ConnectionEvent {
     kSessionDone,     // Sender: the receiver holds S. Receiver: S committed (or already held).
     kSessionFailed,   // error says why.
     kChannelFailed,   // The connection is unusable; every open session was failed before this.
+    kChannelClosed,   // The peer closed cleanly (or we did); open sessions were failed. Flush, then close the socket.
   };
   Kind kind = Kind::kEstablished;
   std::uint64_t session = 0;
@@ -74,6 +75,8 @@ class TransferConnection {
                                             const ChunkId& snapshot, std::uint64_t size_hint);
   // Ends one session (either role), telling the peer. No-op if unknown.
   void cancel(Instant now, std::uint64_t session, const Error& error);
+  // Ends every session (Aborted, "closing") and sends the channel's close frame.
+  void close(Instant now);
 
   // Outputs.
   std::optional<Bytes> poll_transmit(Instant now);
@@ -111,6 +114,7 @@ class TransferConnection {
   SecureChannel channel_;
   bool established_reported_ = false;
   bool failure_reported_ = false;
+  bool close_reported_ = false;
   std::map<std::uint64_t, Session> sessions_;  // Ordered: round-robin is deterministic.
   std::uint64_t next_turn_ = 0;                // Session id to start the next fill round at.
   std::deque<ConnectionEvent> events_;

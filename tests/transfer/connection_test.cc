@@ -212,6 +212,25 @@ TEST_F(ConnectionTest, ChannelFailureFailsEveryOpenSession) {
   EXPECT_EQ(events_a_[events_a_.size() - 2].kind, Kind::kSessionFailed);
 }
 
+TEST_F(ConnectionTest, CloseEndsSessionsOnBothSides) {
+  Connect();
+  const ChunkId s = Snapshot(store_a_, 30, 21);
+  ASSERT_TRUE(a_->offer(now_, store_a_, "p", s, 0));
+  for (int i = 0; i < 3; ++i) {
+    Step();
+  }
+  ASSERT_EQ(b_->sessions(), 1u);
+  a_->close(now_);
+  Pump();
+  EXPECT_EQ(Kinds(events_a_), (std::vector<Kind>{Kind::kEstablished, Kind::kSessionFailed, Kind::kChannelClosed}));
+  EXPECT_EQ(Kinds(events_b_), (std::vector<Kind>{Kind::kEstablished, Kind::kSessionFailed, Kind::kChannelClosed}));
+  EXPECT_EQ(events_b_[1].error.code, Code::kAborted);
+  EXPECT_EQ(a_->channel().state(), ChannelState::kClosed);
+  EXPECT_EQ(b_->channel().state(), ChannelState::kClosed);
+  EXPECT_EQ(sink_b_.commit_calls, 0);
+  EXPECT_FALSE(a_->offer(now_, store_a_, "p", s, 0));
+}
+
 TEST_F(ConnectionTest, SessionStallIsADeadline) {
   idle_timeout_ = seconds(600);  // So the session's stall timer, not the channel's, fires.
   Connect();
