@@ -370,9 +370,14 @@ void SecureChannel::handle_message1(ByteView body) {
     initial_state(s.ck, s.h, s.k, s.n, key);
     SymmetricOps::mix_hash(s.h, peer_ephemeral_);
     SymmetricOps::mix_key(s.ck, s.k, s.n, peer_ephemeral_);
-    if (SymmetricOps::decrypt_and_hash(s.k, s.h, s.n, tag)) {
+    const bool match = SymmetricOps::decrypt_and_hash(s.k, s.h, s.n, tag).has_value();
+    if (match) {
       sym_ = s;
       opened = true;
+    }
+    sodium_memzero(s.ck.data(), s.ck.size());
+    sodium_memzero(s.k.data(), s.k.size());
+    if (match) {
       break;
     }
   }
