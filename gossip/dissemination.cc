@@ -199,9 +199,10 @@ void Membership::State::merge(Instant now, const wire::PushPull& remote, const A
     }
   }
   if (initiator && self().incarnation != incarnation_before) {
-    // We learned we were buried; the peer only has our old record, so tell it now.
-    wire::MemberRecord me = record(0);
-    send_one(now, peer, wire::Alive{std::move(me)});
+    // We learned we were buried; the peer only has our old record, so tell
+    // it now: the refutation is the newest, least-sent broadcast, so it
+    // leads the piggyback of this datagram.
+    send(now, peer, {});
   }
 }
 
@@ -254,6 +255,7 @@ void Membership::State::handle_stream_result(Instant now, std::uint64_t id, Stre
     return;
   }
   bool merged = false;
+  bool target_answered = false;
   if (outcome == StreamOutcome::kReplied) {
     counters.bytes_in += reply.size();
     auto remote = wire::decode_push_pull(reply, config.members_max);
@@ -261,13 +263,17 @@ void Membership::State::handle_stream_result(Instant now, std::uint64_t id, Stre
       ++counters.decode_errors;
     } else {
       ++counters.messages_in;
+      target_answered = std::any_of(remote->members.begin(), remote->members.end(), [&](const wire::MemberRecord& r) {
+        return r.id == pending.target && r.status == MemberStatus::kAlive;
+      });
       merge(now, *remote, pending.addr, /*initiator=*/true);
       merged = true;
     }
   }
-  if (pending.purpose == Purpose::kReconnect && merged) {
-    // A "dead" member answered: it is alive on the far side of a healed
-    // partition, or restarted. Now the full exchange, both ways.
+  if (pending.purpose == Purpose::kReconnect && target_answered) {
+    // The "dead" member answered for itself: it is alive on the far side of
+    // a healed partition, or restarted. Now the full exchange, both ways.
+    // (Another node now using that address only gets the small exchange.)
     start_push_pull(now, Purpose::kPushPull, pending.addr, pending.target);
   }
   if (pending.purpose == Purpose::kJoin) {
