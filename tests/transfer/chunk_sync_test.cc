@@ -233,6 +233,21 @@ TEST_F(SyncTest, ResumeAfterInterruptionSendsOnlyWhatIsMissing) {
   EXPECT_EQ(sink_.puts, static_cast<int>(total));
 }
 
+TEST_F(SyncTest, EverythingPresentButUncommittedCommitsWithoutTransfer) {
+  const ChunkId root = BuildSnapshot(source_, 4, 4, 18);
+  for (const ChunkId& id : source_.Closure(root)) {
+    sink_.chunks[id] = source_.chunks.at(id);  // A crash after the last chunk, before commit.
+  }
+  Start(root);
+  Pump();
+  ASSERT_EQ(receiver_->state(), SyncState::kDone) << receiver_->error().to_string();
+  EXPECT_FALSE(receiver_->progress().snapshot_already_held);
+  EXPECT_EQ(sender_->progress().chunks_transferred, 0u);
+  EXPECT_EQ(receiver_->progress().chunks_wanted, 0u);
+  EXPECT_EQ(receiver_->progress().manifests_walked, 1u + 4 + 4);
+  EXPECT_TRUE(sink_.committed.contains(root));
+}
+
 TEST_F(SyncTest, DamagedChunkIsRefusedCountedAndFetchedAgain) {
   const ChunkId root = BuildSnapshot(source_, 4, 4, 6);
   Start(root);
