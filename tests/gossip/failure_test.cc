@@ -93,6 +93,7 @@ TEST_F(GossipFailureTest, FalseSuspicionIsRefuted) {
   EXPECT_GE(net().node(3).counters().refutations, 1u);
   EXPECT_EQ(net().count_events(EventKind::kDead, 3), 0);
   EXPECT_GE(EventsBy(0, EventKind::kAlive, 3), 1);  // suspect -> alive
+  EXPECT_GE(EventsBy(3, EventKind::kUpdated, 3), 1);  // The driver persists the new incarnation.
 }
 
 TEST_F(GossipFailureTest, IndirectProbesUnderTenPercentLossCauseNoFalseDeaths) {
@@ -158,6 +159,18 @@ TEST_F(GossipFailureTest, StalledMemberIsDeadAfterStallBudget) {
   ASSERT_TRUE(t.has_value());
   EXPECT_GE(*t, seconds(30));  // Config::stall_budget
   EXPECT_LE(*t, seconds(36));
+}
+
+TEST_F(GossipFailureTest, MemberPausedPastStallBudgetComesBackAfterResume) {
+  Start(8);
+  net().pause(5);
+  ASSERT_TRUE(TimeUntilAllSee(5, MemberStatus::kDead, seconds(40)).has_value());
+  net().run_for(seconds(10));
+  net().resume(5);
+  // It hears it was declared dead (reconnect push-pulls, gossip to the
+  // recently dead) and refutes.
+  ASSERT_TRUE(net().run_until([&] { return net().converged(); }, seconds(5)));
+  EXPECT_GE(net().node(5).counters().refutations, 1u);
 }
 
 TEST_F(GossipFailureTest, ResumedNodeAccusesNobody) {
