@@ -63,6 +63,12 @@ Status AdminServer::listen(const Address& address) {
   if (rc == 0) {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 64, on_connection);
   }
+  if (rc == 0) {
+    sockaddr_storage bound{};
+    int bound_len = sizeof bound;
+    SHOAL_ASSERT(uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&bound), &bound_len) == 0);
+    bound_ = from_sockaddr(reinterpret_cast<const sockaddr*>(&bound));
+  }
   if (rc != 0) {
     return make_error(from_uv(rc, "").code, "--admin " + address.to_string() + ": cannot listen (" +
                                                 uv_strerror(rc) + "); stop the process using it or choose another --admin");

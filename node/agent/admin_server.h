@@ -26,7 +26,9 @@ class AdminServer {
   AdminServer& operator=(const AdminServer&) = delete;
 
   // Listens on `address`; the error message names the flag and the fix.
+  // Port 0 lets the kernel choose (tests); bound_address() tells which.
   Status listen(const Address& address);
+  const Address& bound_address() const { return bound_; }
   // Sends one newline-terminated JSON line to every event-stream client.
   void publish_event(const std::string& line);
   void close();
@@ -45,6 +47,7 @@ class AdminServer {
   uv_loop_t* loop_;
   AdminBackend& backend_;
   uv_tcp_t tcp_{};
+  Address bound_;
   bool open_ = false;
   bool closing_ = false;
   std::list<std::unique_ptr<Client>> clients_;

@@ -65,11 +65,19 @@ class GossipNetTest : public ::testing::Test {
   }
 
   GossipNet* Start(const Keyring& ring, Recorder& recorder) {
-    nets_.push_back(std::make_unique<GossipNet>(&loop_, ring, random_, recorder));
-    GossipNet* net = nets_.back().get();
-    const Address any{"127.0.0.1", 0};
-    EXPECT_TRUE(net->listen(any, any).has_value());
-    return net;
+    // The kernel picks a free UDP port; TCP on the same number may be taken
+    // by some other connection's local port, so try a few.
+    for (int attempt = 0; attempt < 32; ++attempt) {
+      nets_.push_back(std::make_unique<GossipNet>(&loop_, ring, random_, recorder));
+      GossipNet* net = nets_.back().get();
+      const Address any{"127.0.0.1", 0};
+      if (net->listen(any, any).has_value()) {
+        return net;
+      }
+      net->close();
+    }
+    ADD_FAILURE() << "no free port pair";
+    return nets_.back().get();
   }
 
   // Runs the loop until done() holds; false if the watchdog fired first.
