@@ -399,7 +399,7 @@ TEST_F(SyncTest, ProgressReportsRateAndEta) {
   EXPECT_EQ(receiver_->progress().eta, Duration(0));
 }
 
-TEST(RateMeterTest, MeasuresOverTheRecentWindow) {
+TEST(SyncRateMeterTest, MeasuresOverTheRecentWindow) {
   RateMeter meter;
   Instant t = instant_from_us(0);
   meter.start(t);

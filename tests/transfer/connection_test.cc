@@ -17,9 +17,9 @@ namespace {
 using test_support::FakeStore;
 using Kind = ConnectionEvent::Kind;
 
-class ConnectionTest : public ::testing::Test {
+class TransferConnectionTest : public ::testing::Test {
  protected:
-  ConnectionTest() { crypto_init(); }
+  TransferConnectionTest() { crypto_init(); }
 
   ConnectionConfig Config(ChannelRole role, const Identity& peer, FakeStore& sink) {
     ConnectionConfig c;
@@ -101,14 +101,14 @@ class ConnectionTest : public ::testing::Test {
   std::vector<ConnectionEvent> events_a_, events_b_;
 };
 
-TEST_F(ConnectionTest, OfferBeforeEstablishedIsRefused) {
+TEST_F(TransferConnectionTest, OfferBeforeEstablishedIsRefused) {
   a_ = std::make_unique<TransferConnection>(Config(ChannelRole::kInitiator, bob_, sink_a_), alice_, rng_a_, now_);
   auto id = a_->offer(now_, store_a_, "p", ChunkId{}, 0);
   ASSERT_FALSE(id);
   EXPECT_EQ(id.error().code, Code::kFailedPrecondition);
 }
 
-TEST_F(ConnectionTest, TransfersRunBothWaysAtOnce) {
+TEST_F(TransferConnectionTest, TransfersRunBothWaysAtOnce) {
   Connect();
   const ChunkId s1 = Snapshot(store_a_, 20, 1);
   const ChunkId s2 = Snapshot(store_b_, 15, 100);
@@ -126,7 +126,7 @@ TEST_F(ConnectionTest, TransfersRunBothWaysAtOnce) {
   EXPECT_EQ(b_->sessions(), 0u);
 }
 
-TEST_F(ConnectionTest, SessionsShareTheChannelFairly) {
+TEST_F(TransferConnectionTest, SessionsShareTheChannelFairly) {
   window_chunks_ = 64;  // Deep enough that one greedy session could fill every round alone.
   Connect();
   std::vector<std::uint64_t> ids;
@@ -173,7 +173,7 @@ TEST_F(ConnectionTest, SessionsShareTheChannelFairly) {
   }
 }
 
-TEST_F(ConnectionTest, RefusedOfferFailsTheSenderWithTheReceiversReason) {
+TEST_F(TransferConnectionTest, RefusedOfferFailsTheSenderWithTheReceiversReason) {
   Connect();
   const ChunkId s = Snapshot(store_a_, 3, 7);
   ASSERT_TRUE(a_->offer(now_, store_a_, "refused", s, 0));
@@ -185,7 +185,7 @@ TEST_F(ConnectionTest, RefusedOfferFailsTheSenderWithTheReceiversReason) {
   EXPECT_EQ(sink_b_.puts, 0);
 }
 
-TEST_F(ConnectionTest, ChannelFailureFailsEveryOpenSession) {
+TEST_F(TransferConnectionTest, ChannelFailureFailsEveryOpenSession) {
   Connect();
   const ChunkId s = Snapshot(store_a_, 30, 9);
   auto id = a_->offer(now_, store_a_, "p", s, 0);
@@ -212,7 +212,7 @@ TEST_F(ConnectionTest, ChannelFailureFailsEveryOpenSession) {
   EXPECT_EQ(events_a_[events_a_.size() - 2].kind, Kind::kSessionFailed);
 }
 
-TEST_F(ConnectionTest, CloseEndsSessionsOnBothSides) {
+TEST_F(TransferConnectionTest, CloseEndsSessionsOnBothSides) {
   Connect();
   const ChunkId s = Snapshot(store_a_, 30, 21);
   ASSERT_TRUE(a_->offer(now_, store_a_, "p", s, 0));
@@ -231,7 +231,7 @@ TEST_F(ConnectionTest, CloseEndsSessionsOnBothSides) {
   EXPECT_FALSE(a_->offer(now_, store_a_, "p", s, 0));
 }
 
-TEST_F(ConnectionTest, SessionStallIsADeadline) {
+TEST_F(TransferConnectionTest, SessionStallIsADeadline) {
   idle_timeout_ = seconds(600);  // So the session's stall timer, not the channel's, fires.
   Connect();
   const ChunkId s = Snapshot(store_a_, 3, 8);

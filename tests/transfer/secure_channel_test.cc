@@ -299,7 +299,7 @@ TEST_F(ChannelTest, FlippedDataByteAtEveryPositionFailsAndDeliversOnlyEarlierFra
   EXPECT_GT(metrics_.failed(FailReason::kReplayed) + metrics_.failed(FailReason::kReordered), 0u);
 }
 
-class FrameTest : public ChannelTest {
+class ChannelFrameTest : public ChannelTest {
  protected:
   // Establishes, then has the initiator send n messages; returns each frame's bytes.
   std::vector<Bytes> Frames(int n) {
@@ -313,7 +313,7 @@ class FrameTest : public ChannelTest {
   }
 };
 
-TEST_F(FrameTest, ReplayedFrameIsRejected) {
+TEST_F(ChannelFrameTest, ReplayedFrameIsRejected) {
   auto frames = Frames(2);
   b_->on_bytes(now_, frames[0]);
   b_->on_bytes(now_, frames[0]);
@@ -322,7 +322,7 @@ TEST_F(FrameTest, ReplayedFrameIsRejected) {
   EXPECT_EQ(b_->error().code, Code::kAborted);
 }
 
-TEST_F(FrameTest, ReorderedFramesAreRejected) {
+TEST_F(ChannelFrameTest, ReorderedFramesAreRejected) {
   auto frames = Frames(2);
   b_->on_bytes(now_, frames[1]);
   b_->on_bytes(now_, frames[0]);
@@ -330,7 +330,7 @@ TEST_F(FrameTest, ReorderedFramesAreRejected) {
   EXPECT_TRUE(Received(*b_).empty());
 }
 
-TEST_F(FrameTest, DroppedFrameIsRejected) {
+TEST_F(ChannelFrameTest, DroppedFrameIsRejected) {
   auto frames = Frames(3);
   b_->on_bytes(now_, frames[0]);
   b_->on_bytes(now_, frames[2]);
@@ -338,7 +338,7 @@ TEST_F(FrameTest, DroppedFrameIsRejected) {
   EXPECT_EQ(Received(*b_).size(), 1u);
 }
 
-TEST_F(FrameTest, StreamCutInsideAFrameIsTruncated) {
+TEST_F(ChannelFrameTest, StreamCutInsideAFrameIsTruncated) {
   auto frames = Frames(1);
   b_->on_bytes(now_, ByteView(frames[0]).first(frames[0].size() - 1));
   EXPECT_TRUE(b_->established());
@@ -347,7 +347,7 @@ TEST_F(FrameTest, StreamCutInsideAFrameIsTruncated) {
   EXPECT_TRUE(Received(*b_).empty());
 }
 
-TEST_F(FrameTest, StreamEndingWithoutCloseIsTruncated) {
+TEST_F(ChannelFrameTest, StreamEndingWithoutCloseIsTruncated) {
   auto frames = Frames(2);
   b_->on_bytes(now_, frames[0]);  // An attacker drops the rest and sends FIN.
   b_->on_eof(now_);
@@ -355,7 +355,7 @@ TEST_F(FrameTest, StreamEndingWithoutCloseIsTruncated) {
   EXPECT_EQ(metrics_.failed(FailReason::kTruncated), 1u);
 }
 
-TEST_F(FrameTest, CloseThenEofIsClean) {
+TEST_F(ChannelFrameTest, CloseThenEofIsClean) {
   auto frames = Frames(1);
   b_->on_bytes(now_, frames[0]);
   a_->close(now_);
@@ -372,7 +372,7 @@ TEST_F(FrameTest, CloseThenEofIsClean) {
   EXPECT_FALSE(a_->send(now_, B("x")));
 }
 
-TEST_F(FrameTest, FrameAfterCloseIsRejected) {
+TEST_F(ChannelFrameTest, FrameAfterCloseIsRejected) {
   Establish();
   a_->close(now_);
   Bytes closing = Take(*a_);
@@ -383,7 +383,7 @@ TEST_F(FrameTest, FrameAfterCloseIsRejected) {
   EXPECT_EQ(b_->state(), ChannelState::kFailed);
 }
 
-TEST_F(FrameTest, OversizedLengthIsRejectedFromTheHeaderAlone) {
+TEST_F(ChannelFrameTest, OversizedLengthIsRejectedFromTheHeaderAlone) {
   Establish();
   const std::uint32_t length = kFrameBytesMax + 1;
   const Bytes header = {static_cast<std::uint8_t>(length >> 24), static_cast<std::uint8_t>(length >> 16),
@@ -393,7 +393,7 @@ TEST_F(FrameTest, OversizedLengthIsRejectedFromTheHeaderAlone) {
   EXPECT_EQ(metrics_.failed(FailReason::kOversize), 1u);
 }
 
-TEST_F(FrameTest, OversizedHandshakeRecordIsRejected) {
+TEST_F(ChannelFrameTest, OversizedHandshakeRecordIsRejected) {
   MakePair();
   Bytes stream(kChannelPreamble.begin(), kChannelPreamble.end());
   stream.insert(stream.end(), {0x00, 0x00, 0x02, 0x01});  // 513 bytes: one above kHandshakeBytesMax.
@@ -418,7 +418,7 @@ TEST_F(ChannelTest, OtherChannelVersionIsNamed) {
   EXPECT_EQ(metrics_.failed(FailReason::kVersion), 1u);
 }
 
-TEST_F(FrameTest, LargestMessageFitsAndOneMoreByteIsRefused) {
+TEST_F(ChannelFrameTest, LargestMessageFitsAndOneMoreByteIsRefused) {
   Establish();
   const Bytes biggest(kMessageBytesMax, 0x5a);
   ASSERT_TRUE(a_->send(now_, biggest));
@@ -429,7 +429,7 @@ TEST_F(FrameTest, LargestMessageFitsAndOneMoreByteIsRefused) {
   EXPECT_EQ(Received(*b_), std::vector<Bytes>{biggest});
 }
 
-TEST_F(FrameTest, ShortFrameIsMalformed) {
+TEST_F(ChannelFrameTest, ShortFrameIsMalformed) {
   Establish();
   const Bytes record = {0, 0, 0, 3, 1, 2, 3};
   b_->on_bytes(now_, record);
