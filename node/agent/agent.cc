@@ -103,6 +103,12 @@ Status AgentImpl::init() {
   if (!key) {
     return std::unexpected(key.error());
   }
+  // Names are resolved once, at start; sockets need literal addresses.
+  auto bind = resolve_address(options_.bind);
+  if (!bind) {
+    return make_error(Code::kInvalidArgument, "--bind " + options_.bind.to_string() + ": " + bind.error().message);
+  }
+  options_.bind = *bind;
   if (options_.advertise) {
     auto resolved = resolve_address(*options_.advertise);
     if (!resolved) {
