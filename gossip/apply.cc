@@ -76,7 +76,7 @@ void Membership::State::apply_alive(Instant now, const wire::MemberRecord& r, bo
     e.state_seq = r.state_seq;
     e.catalog_version = r.catalog_version;
     e.status = MemberStatus::kAlive;
-    e.status_since_us = to_us(now);
+    e.set_status_since(now);
     table.set_addr(e, r.addr);
     table.set_dc(e, r.dc);
     table.set_health(e, r.health);

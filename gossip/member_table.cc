@@ -91,7 +91,7 @@ void MemberTable::set_status(std::uint32_t slot, MemberStatus status, Instant no
   --counts_[static_cast<int>(e.status)];
   ++counts_[static_cast<int>(status)];
   e.status = status;
-  e.status_since_us = to_us(now);
+  e.set_status_since(now);
 }
 
 void MemberTable::set_addr(Entry& entry, const Address& addr) {
@@ -128,7 +128,7 @@ Address MemberTable::addr(const Entry& entry) const {
 void MemberTable::set_health(Entry& entry, const Health& health) {
   entry.load_milli = health.load_milli;
   entry.free_disk_bytes = health.free_disk_bytes;
-  entry.local_health = static_cast<std::uint16_t>(std::min<std::uint32_t>(health.local_health, 0xffff));
+  entry.local_health = static_cast<std::uint8_t>(std::min<std::uint32_t>(health.local_health, 0xff));
   entry.projects_hosted = health.projects_hosted;
   entry.version = static_cast<std::uint16_t>(versions_.intern(health.version));
 }

@@ -41,6 +41,9 @@ Status validate_config(const Config& c) {
       c.retransmit_mult < 1 || c.awareness_max < 1) {
     return bad("counts and multipliers must be positive");
   }
+  if (c.awareness_max > 64) {
+    return bad("awareness_max must be at most 64");
+  }
   if (c.datagram_bytes_max < 512 || c.datagram_bytes_max > wire::kDatagramBytesMax) {
     return bad("datagram_bytes_max must be in 512..65507");
   }
@@ -85,7 +88,7 @@ Membership::State::State(Config cfg, Random& rng, Instant now)
   self_entry.state_seq = (std::min<std::uint64_t>(self_entry.incarnation, 0x7fffffff) << 32) | 1;
   self_entry.catalog_version = 0;
   self_entry.status = MemberStatus::kAlive;
-  self_entry.status_since_us = to_us(now);
+  self_entry.set_status_since(now);
   table.set_addr(self_entry, config.advertise);
   table.set_dc(self_entry, config.dc);
   table.set_health(self_entry, config.health);
@@ -202,7 +205,7 @@ void Membership::State::adjust_awareness(int delta) {
   awareness.apply(delta);
   if (awareness.score() != before) {
     // Rides on the next ping/ack digest; not worth a broadcast of its own.
-    self().local_health = static_cast<std::uint16_t>(awareness.score());
+    self().local_health = static_cast<std::uint8_t>(awareness.score());
     ++self().state_seq;
   }
 }

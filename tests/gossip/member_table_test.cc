@@ -15,7 +15,7 @@ Entry MakeEntry(Random& random, int i) {
 }
 
 TEST(GossipMemberTableTest, EntriesStayCompact) {
-  EXPECT_LE(sizeof(Entry), 152u);
+  EXPECT_LE(sizeof(Entry), 136u);
 }
 
 TEST(GossipMemberTableTest, FindsTenThousandEntries) {
