@@ -1,6 +1,9 @@
 #include "node/agent/gossip_net.h"
 
+#include <netinet/in.h>
 #include <spdlog/spdlog.h>
+
+#include <cstring>
 
 #include "base/assert.h"
 #include "node/agent/stream_wire.h"
@@ -45,6 +48,18 @@ namespace {
 void on_inbound_closed(uv_handle_t* handle);
 void on_outbound_closed(uv_handle_t* handle);
 
+sockaddr_storage v4_mapped(const sockaddr_storage& v4) {
+  const auto* in4 = reinterpret_cast<const sockaddr_in*>(&v4);
+  sockaddr_storage out{};
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&out);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = in4->sin_port;
+  in6->sin6_addr.s6_addr[10] = 0xff;
+  in6->sin6_addr.s6_addr[11] = 0xff;
+  std::memcpy(&in6->sin6_addr.s6_addr[12], &in4->sin_addr, 4);
+  return out;
+}
+
 }  // namespace
 
 GossipNet::GossipNet(uv_loop_t* loop, const Keyring& keyring, Random& random, GossipNetHandler& handler)
@@ -82,6 +97,7 @@ Status GossipNet::listen(const Address& bind, const Address& advertise) {
   int bound_len = sizeof bound;
   SHOAL_ASSERT(uv_udp_getsockname(&udp_, reinterpret_cast<sockaddr*>(&bound), &bound_len) == 0);
   bound_ = from_sockaddr(reinterpret_cast<const sockaddr*>(&bound));
+  udp_is_ipv6_ = bound.ss_family == AF_INET6;
   bound_.host = bind.host;
   if (advertise_.port == 0) {
     advertise_.port = bound_.port;
@@ -179,6 +195,9 @@ void GossipNet::send(const gossip::Datagram& datagram) {
   if (!addr) {
     counters_.drops.add(DropReason::kSendFailed);
     return;
+  }
+  if (udp_is_ipv6_ && addr->ss_family == AF_INET) {
+    addr = v4_mapped(*addr);  // A dual-stack socket ([::]) reaches IPv4 peers through mapped addresses.
   }
   Bytes sealed = seal_datagram(keyring_, random_, datagram.payload);
   uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(sealed.data()), static_cast<unsigned>(sealed.size()));

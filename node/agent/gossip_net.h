@@ -106,6 +106,7 @@ class GossipNet {
   uv_udp_t udp_{};
   uv_tcp_t tcp_{};
   bool udp_open_ = false;
+  bool udp_is_ipv6_ = false;
   bool tcp_open_ = false;
   bool closing_ = false;
   std::set<std::string> dropped_peers_;
