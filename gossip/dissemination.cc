@@ -189,7 +189,8 @@ void Membership::State::merge(Instant now, const wire::PushPull& remote, const A
         if (slot != 0 && table.at(slot).public_key == r.public_key) {
           apply_state_fields(now, slot, r.state_seq, r.catalog_version, r.health);
         }
-        apply_suspect(now, wire::Suspect{r.id, r.incarnation, self_id, r.status == MemberStatus::kSuspect && r.stalled});
+        apply_suspect(now,
+                      wire::Suspect{r.id, r.incarnation, self_id, r.status == MemberStatus::kSuspect && r.stalled});
         break;
       case MemberStatus::kLeft:
         if (slot != MemberTable::kNone) {
@@ -224,7 +225,8 @@ void Membership::State::tick_streams(Instant now) {
     // memberlist's pushPullScale: past 32 members, slow down with log2(N).
     const std::size_t n = live_members();
     const double scale = n <= 32 ? 1.0 : std::ceil(std::log2(static_cast<double>(n)) - 5.0) + 1.0;
-    next_push_pull = now + Duration(static_cast<std::int64_t>(static_cast<double>(config.push_pull_interval.count()) * scale));
+    next_push_pull =
+        now + Duration(static_cast<std::int64_t>(static_cast<double>(config.push_pull_interval.count()) * scale));
     const auto peers = sample(1, [](const Entry& e) { return e.status == MemberStatus::kAlive; });
     if (!peers.empty()) {
       const Entry& e = table.at(peers[0]);

@@ -54,7 +54,8 @@ Status validate_config(const Config& c) {
 }
 
 Duration random_offset(Random& random, Duration range) {
-  return Duration(static_cast<std::int64_t>(random.uniform(static_cast<std::uint64_t>(std::max<std::int64_t>(1, range.count())))));
+  return Duration(
+      static_cast<std::int64_t>(random.uniform(static_cast<std::uint64_t>(std::max<std::int64_t>(1, range.count())))));
 }
 
 bool health_change_is_significant(const Health& before, const Health& after) {
@@ -291,7 +292,8 @@ void Membership::on_tick(Instant now) {
 void Membership::join(Instant now, std::span<const Address> seeds) {
   State& s = *state_;
   s.begin_input(now);
-  s.join_seeds.assign(seeds.begin(), seeds.begin() + static_cast<std::ptrdiff_t>(std::min(seeds.size(), kJoinSeedsMax)));
+  s.join_seeds.assign(seeds.begin(),
+                      seeds.begin() + static_cast<std::ptrdiff_t>(std::min(seeds.size(), kJoinSeedsMax)));
   s.join_wanted = !s.join_seeds.empty();
   s.join_backoff = seconds(1);
   if (s.join_wanted && s.join_outstanding == 0) {
@@ -328,7 +330,8 @@ bool Membership::leave_done(Instant now) const {
   if (!sent) {
     return true;  // Retired: sent the full retransmit limit.
   }
-  return static_cast<std::size_t>(*sent) >= std::min<std::size_t>(peers, static_cast<std::size_t>(s.config.gossip_nodes));
+  return static_cast<std::size_t>(*sent) >=
+         std::min<std::size_t>(peers, static_cast<std::size_t>(s.config.gossip_nodes));
 }
 
 void Membership::set_health(Instant now, const Health& health) {

@@ -15,7 +15,12 @@ constexpr std::uint64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
 void put_id(Encoder& e, const NodeId& id) { e.bin(ByteView(id.bytes)); }
 
 void put_health(Encoder& e, const Health& h) {
-  e.array(kHealthItems).u64(h.load_milli).u64(h.free_disk_bytes).u64(h.local_health).u64(h.projects_hosted).str(h.version);
+  e.array(kHealthItems)
+      .u64(h.load_milli)
+      .u64(h.free_disk_bytes)
+      .u64(h.local_health)
+      .u64(h.projects_hosted)
+      .str(h.version);
 }
 
 void put_digest(Encoder& e, const Digest& d) {

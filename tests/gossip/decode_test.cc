@@ -72,7 +72,12 @@ TEST_F(GossipDecodeTest, WrongFieldTypeIsDropped) {
 
 TEST_F(GossipDecodeTest, OutOfRangeValuesAreDropped) {
   Encoder e;  // PingReq with port 70000.
-  e.array(2).u64(0).array(6).u64(static_cast<std::uint64_t>(wire::Type::kPingReq)).u64(1).bin(ByteView(net_.id(1).bytes));
+  e.array(2)
+      .u64(0)
+      .array(6)
+      .u64(static_cast<std::uint64_t>(wire::Type::kPingReq))
+      .u64(1)
+      .bin(ByteView(net_.id(1).bytes));
   e.str("10.0.0.9").u64(70000).boolean(true);
   const auto before = core().counters().decode_errors;
   Feed(e.take());
@@ -148,7 +153,8 @@ TEST_F(GossipDecodeTest, MalformedPushPullReturnsAnErrorAndCounts) {
 
 TEST_F(GossipDecodeTest, RandomBytesNeverCrash) {
   Prng random(123);
-  const Bytes valid = Compound({wire::encode(PingFrom1()), wire::encode(wire::Suspect{net_.id(1), 1, net_.id(0), false})});
+  const Bytes valid =
+      Compound({wire::encode(PingFrom1()), wire::encode(wire::Suspect{net_.id(1), 1, net_.id(0), false})});
   for (int i = 0; i < 5000; ++i) {
     Bytes b = valid;
     const int flips = 1 + static_cast<int>(random.uniform(4));

@@ -128,8 +128,8 @@ int FakeNetwork::index_of(const Address& a) const {
 }
 
 Duration FakeNetwork::latency() {
-  return options_.latency_min +
-         Duration(static_cast<std::int64_t>(random_.uniform(static_cast<std::uint64_t>(options_.latency_jitter.count()) + 1)));
+  return options_.latency_min + Duration(static_cast<std::int64_t>(
+                                    random_.uniform(static_cast<std::uint64_t>(options_.latency_jitter.count()) + 1)));
 }
 
 void FakeNetwork::schedule(Instant at, std::function<void()> run) {
@@ -178,7 +178,8 @@ void FakeNetwork::deliver_datagram(int to, Address from, Bytes bytes) {
 
 void FakeNetwork::start_stream(int from, StreamRequest request) {
   const Instant started = now_;
-  const std::uint64_t from_generation = reinterpret_cast<std::uintptr_t>(nodes_.at(static_cast<std::size_t>(from))->core.get());
+  const std::uint64_t from_generation =
+      reinterpret_cast<std::uintptr_t>(nodes_.at(static_cast<std::size_t>(from))->core.get());
   auto finish = [this, from, from_generation, id = request.id](Instant at, StreamOutcome outcome, Bytes reply) {
     schedule(at, [this, from, from_generation, id, outcome, reply = std::move(reply)]() {
       Node& n = *nodes_.at(static_cast<std::size_t>(from));

@@ -51,7 +51,8 @@ TEST(SuspicionTimeoutTest, MinimumScalesWithLog10OfMembers) {
 }
 
 TEST(SuspicionTimeoutTest, RetransmitLimitGrowsWithLog10) {
-  const std::pair<std::size_t, int> cases[] = {{0, 0}, {1, 4}, {9, 4}, {10, 8}, {64, 8}, {99, 8}, {100, 12}, {10000, 20}};
+  const std::pair<std::size_t, int> cases[] = {{0, 0},  {1, 4},  {9, 4},    {10, 8},
+                                               {64, 8}, {99, 8}, {100, 12}, {10000, 20}};
   for (auto [members, limit] : cases) {
     EXPECT_EQ(retransmit_limit(4, members), limit) << members;
   }
