@@ -89,7 +89,8 @@ bool Membership::State::send_one(Instant now, const Address& to, const wire::Mes
 Instant Membership::State::gossip_due() const {
   Instant due = next_gossip;
   const auto fewest = broadcasts.transmits_min();
-  if (fewest && *fewest < 2 * config.gossip_nodes && live_members() > 1) {
+  // live_members() counts us too, unless we left.
+  if (fewest && *fewest < 2 * config.gossip_nodes && live_members() > (leaving ? 0u : 1u)) {
     due = std::min(due, last_gossip + config.eager_gossip_interval);
   }
   return due;
