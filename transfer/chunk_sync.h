@@ -48,7 +48,9 @@ inline constexpr std::size_t kGetIdsMax = 1024;                 // Ids per kGet 
 inline constexpr std::size_t kWindowChunksMax = 1024;           // Requested, not yet answered.
 inline constexpr std::size_t kProjectBytesMax = 256;
 inline constexpr std::size_t kEndTextBytesMax = 1024;
-inline constexpr std::uint64_t kSyncChunkBytesMax = 256ull << 20;  // storage's manifest limit.
+// storage's manifest limit (256 MiB of plaintext) plus room for its stored-chunk
+// header: every chunk a store can hold must be transferable.
+inline constexpr std::uint64_t kSyncChunkBytesMax = (256ull << 20) + 64;
 // Worst-case encodings, to prove every message fits one channel frame.
 inline constexpr std::size_t kChunkMessageOverheadMax = 1 + 1 + 9 + 2 + kHashBytes + 9 + 9 + 5;
 inline constexpr std::size_t kGetMessageBytesMax = 1 + 1 + 9 + 5 + kGetIdsMax * (2 + kHashBytes);

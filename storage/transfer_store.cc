@@ -1,0 +1,199 @@
+// storage/transfer_store.cc: the snapshot store behind chunk sync's
+// SyncSource and SyncSink (see the header for the contracts).
+
+#include "storage/transfer_store.h"
+
+#include "base/assert.h"
+#include "storage/snapshot_internal.h"
+
+namespace shoal::storage {
+
+transfer::SyncConfig store_sync_config() {
+  transfer::SyncConfig config;
+  config.chunk_bytes_max = kStoredChunkBytesMax;
+  return config;
+}
+
+Result<Bytes> StoreSource::read(const ChunkId& id) {
+  auto raw = store_.get_raw_chunk(id);
+  if (!raw) {
+    return std::unexpected(raw.error());
+  }
+  if (!*raw) {
+    return make_error(Code::kNotFound, "chunk " + to_hex(id).substr(0, 16) + " is not stored here");
+  }
+  return std::move(**raw);
+}
+
+StoreSink::StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot)
+    : store_(store), project_(std::move(project)), snapshot_(snapshot) {}
+
+Status StoreSink::ensure_fence() {
+  if (fence_) {
+    return {};
+  }
+  // Taken at the first store call of the session, not at the first put: the
+  // chunks a resumed walk finds present are unreferenced until commit, and a
+  // gc between that walk and the commit would remove them.
+  // Non-blocking: a gc in progress would otherwise stall the caller's event
+  // loop for as long as it runs. The transfer fails Unavailable and is
+  // retried; whatever it stored before is kept or collected, never half-used.
+  auto fd = internal::lock_file(store_.dir(), "gc", /*exclusive=*/false, /*blocking=*/false);
+  if (!fd) {
+    if (fd.error().code == Code::kUnavailable) {
+      return make_error(Code::kUnavailable, "garbage collection is running on the receiver; retry later");
+    }
+    return std::unexpected(fd.error());
+  }
+  fence_.emplace(*fd);
+  return {};
+}
+
+Result<bool> StoreSink::has_snapshot(const ChunkId& snapshot) {
+  SHOAL_TRY_STATUS(ensure_fence());
+  auto all = store_.list(project_);
+  if (!all) {
+    return std::unexpected(all.error());
+  }
+  for (const SnapshotInfo& s : *all) {
+    if (s.id == snapshot) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Result<std::vector<ChunkId>> StoreSink::missing(std::span<const ChunkId> ids) {
+  SHOAL_TRY_STATUS(ensure_fence());
+  auto txn = Txn::begin_read(store_.env());
+  if (!txn) {
+    return std::unexpected(txn.error());
+  }
+  return store_.chunks().missing(*txn, ids);
+}
+
+Status StoreSink::put(const ChunkId& id, ByteView bytes) {
+  SHOAL_TRY_STATUS(ensure_fence());
+  auto added = store_.put_raw_chunk(id, bytes);
+  if (!added) {
+    if (added.error().code == Code::kCorruption) {
+      ++counters_.chunks_refused;
+    }
+    return std::unexpected(added.error());
+  }
+  if (*added) {
+    ++counters_.chunks_stored;
+    counters_.bytes_stored += bytes.size();
+  } else {
+    ++counters_.chunks_duplicate;
+  }
+  return {};
+}
+
+Result<Bytes> StoreSink::read(const ChunkId& id) {
+  auto raw = store_.get_raw_chunk(id);
+  if (!raw) {
+    return std::unexpected(raw.error());
+  }
+  if (!*raw) {
+    return make_error(Code::kNotFound, "chunk " + to_hex(id).substr(0, 16) + " is not stored here");
+  }
+  return std::move(**raw);
+}
+
+Result<Commit> StoreSink::load_offered_commit(ByteView stored) {
+  auto plain = decode_chunk(stored, snapshot_);
+  if (!plain) {
+    return std::unexpected(plain.error());
+  }
+  auto commit = decode_commit(*plain);
+  if (!commit) {
+    return make_error(Code::kCorruption, "snapshot " + to_hex(snapshot_).substr(0, 12) +
+                                             " is not a commit: " + commit.error().message);
+  }
+  if (commit->project != project_) {
+    // accept_offer decided on the offered project name; the commit is the truth.
+    return make_error(Code::kFailedPrecondition, "snapshot " + to_hex(snapshot_).substr(0, 12) +
+                                                     " belongs to project '" + commit->project +
+                                                     "', not to the offered project '" + project_ + "'");
+  }
+  return commit;
+}
+
+Result<std::vector<transfer::ChunkRef>> StoreSink::references(const ChunkId& manifest, ByteView bytes) {
+  using transfer::ChunkKind;
+  using transfer::ChunkRef;
+  std::vector<ChunkRef> out;
+  if (manifest == snapshot_) {
+    auto commit = load_offered_commit(bytes);
+    if (!commit) {
+      return std::unexpected(commit.error());
+    }
+    out.push_back(ChunkRef{.id = commit->tree, .kind = ChunkKind::kManifest});
+    return out;
+  }
+  auto plain = decode_chunk(bytes, manifest);
+  if (!plain) {
+    return std::unexpected(plain.error());
+  }
+  auto entries = decode_tree(*plain);
+  if (!entries) {
+    return make_error(Code::kCorruption,
+                      "manifest " + to_hex(manifest).substr(0, 12) + " is not a tree: " + entries.error().message);
+  }
+  for (const TreeEntry& e : *entries) {
+    switch (e.kind) {
+      case EntryKind::kDir:
+        out.push_back(ChunkRef{.id = e.tree, .kind = ChunkKind::kManifest});
+        break;
+      case EntryKind::kFile:
+        for (const ChunkId& id : e.chunks) {
+          out.push_back(ChunkRef{.id = id, .kind = ChunkKind::kData});
+        }
+        break;
+      case EntryKind::kSymlink:
+        break;
+    }
+  }
+  return out;
+}
+
+Result<bool> StoreSink::complete_below(const ChunkId& manifest) {
+  if (!committed_roots_) {
+    // A committed snapshot is complete (commit_received checked it, and gc
+    // never removes what a catalogued snapshot references), so is its tree.
+    auto all = store_.list();
+    if (!all) {
+      return std::unexpected(all.error());
+    }
+    committed_roots_.emplace();
+    for (const SnapshotInfo& s : *all) {
+      if (s.commit.tree != ChunkId{}) {
+        committed_roots_->insert(s.commit.tree);
+      }
+    }
+  }
+  return committed_roots_->contains(manifest);
+}
+
+Status StoreSink::commit(const ChunkId& snapshot) {
+  SHOAL_ASSERT(snapshot == snapshot_);  // One sink per offered snapshot.
+  auto raw = read(snapshot);
+  if (!raw) {
+    return std::unexpected(raw.error());
+  }
+  auto offered = load_offered_commit(*raw);
+  if (!offered) {
+    return std::unexpected(offered.error());
+  }
+  auto info = store_.commit_received(snapshot);
+  if (!info) {
+    return std::unexpected(info.error());
+  }
+  SHOAL_ASSERT(info->commit.project == project_);
+  committed_ = std::move(*info);
+  fence_.reset();
+  return {};
+}
+
+}  // namespace shoal::storage

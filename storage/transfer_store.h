@@ -1,0 +1,110 @@
+#pragma once
+// storage/transfer_store.h: the snapshot store as the two ends of chunk sync
+// (transfer/chunk_sync.h). StoreSource hands out stored (compressed) chunks;
+// StoreSink receives one offered snapshot into a store: it decodes commits and
+// trees to tell the protocol what a manifest references, verifies every chunk
+// before storing it, holds the store's gc fence from its first store call
+// until the snapshot is committed, and commits through SnapshotStore::commit_received.
+// Does not decide which offers to accept (the agent does) and does no network
+// I/O. Built as its own library (shoal_transfer_store) so that shoal_storage
+// does not depend on transfer/.
+//
+// Threading: every call is one short LMDB transaction on the caller's thread
+// (SnapshotStore's rules). A sink belongs to one session on one thread.
+//
+// Manifest size: storage lets a manifest grow to kStoredChunkPlainMax
+// (256 MiB, a directory of about a million entries); chunk sync's default
+// limit is 32 MiB. A snapshot that storage can make but transfer refuses to
+// carry would be a replica that can never complete, so store_sync_config()
+// raises the limit to the largest chunk storage can hold. The price is the
+// per-transfer memory bound: one chunk as large as the largest manifest the
+// snapshot actually contains (data chunks stay at most 4 MiB).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "storage/snapshot_store.h"
+#include "transfer/chunk_sync.h"
+
+namespace shoal::storage {
+
+// The largest stored form of any chunk: raw plaintext plus the chunk header
+// (encode_chunk falls back to raw when zstd does not shrink the data).
+inline constexpr std::uint64_t kStoredChunkBytesMax = std::uint64_t{kStoredChunkPlainMax} + kChunkHeaderBytes;
+static_assert(kStoredChunkBytesMax <= transfer::kSyncChunkBytesMax,
+              "chunk sync must be able to carry every chunk storage can hold");
+static_assert(std::uint64_t{kChunkBytesMax} + kChunkHeaderBytes <= kStoredChunkBytesMax);
+
+// Chunk-sync settings for stores: the defaults with chunk_bytes_max raised to
+// kStoredChunkBytesMax.
+transfer::SyncConfig store_sync_config();
+
+// The sender's side: any chunk of the store, as stored.
+class StoreSource final : public transfer::SyncSource {
+ public:
+  explicit StoreSource(SnapshotStore& store) : store_(store) {}
+  // NotFound if the chunk is absent; the stored bytes unverified otherwise
+  // (the receiver verifies).
+  Result<Bytes> read(const ChunkId& id) override;
+
+ private:
+  SnapshotStore& store_;
+};
+
+struct SinkCounters {
+  std::uint64_t chunks_stored = 0;      // New chunks written.
+  std::uint64_t chunks_duplicate = 0;   // put() of a chunk already held.
+  std::uint64_t chunks_refused = 0;     // Bytes did not decode to their id.
+  std::uint64_t bytes_stored = 0;       // Stored bytes of new chunks.
+};
+
+// The receiver's side for one offered snapshot `snapshot` of `project`.
+class StoreSink final : public transfer::SyncSink {
+ public:
+  StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot);
+
+  // The first call of has_snapshot, missing or put takes the store's gc fence
+  // (Unavailable while a gc runs: retry the transfer later); it is held until
+  // commit() or the sink's destruction, so nothing the walk found present
+  // disappears before the commit.
+  // True if `snapshot` is in this store's catalog under the project.
+  Result<bool> has_snapshot(const ChunkId& snapshot) override;
+  Result<std::vector<ChunkId>> missing(std::span<const ChunkId> ids) override;
+  // Verifies and stores. Corruption if the bytes are not chunk `id` (nothing
+  // stored).
+  Status put(const ChunkId& id, ByteView bytes) override;
+  Result<Bytes> read(const ChunkId& id) override;
+  // The offered snapshot's commit references its root tree only (never the
+  // parent snapshot: history is not replicated by this transfer); a tree
+  // references its subtrees (manifests) and its files' chunks (data).
+  // Corruption if the bytes are not a manifest; FailedPrecondition if the
+  // commit belongs to another project than the one offered.
+  Result<std::vector<transfer::ChunkRef>> references(const ChunkId& manifest, ByteView bytes) override;
+  // True for the root tree of any snapshot committed in this store.
+  Result<bool> complete_below(const ChunkId& manifest) override;
+  // Catalogs the snapshot (atomically; FailedPrecondition if a chunk is
+  // missing) and releases the gc fence.
+  Status commit(const ChunkId& snapshot) override;
+
+  const std::string& project() const { return project_; }
+  const ChunkId& snapshot() const { return snapshot_; }
+  const std::optional<SnapshotInfo>& committed() const { return committed_; }
+  const SinkCounters& counters() const { return counters_; }
+  bool holds_gc_fence() const { return fence_.has_value(); }
+
+ private:
+  Status ensure_fence();
+  Result<Commit> load_offered_commit(ByteView stored);
+
+  SnapshotStore& store_;
+  std::string project_;
+  ChunkId snapshot_;
+  std::optional<GcFence> fence_;
+  std::optional<ChunkIdSet> committed_roots_;  // Built on the first complete_below().
+  std::optional<SnapshotInfo> committed_;
+  SinkCounters counters_;
+};
+
+}  // namespace shoal::storage
