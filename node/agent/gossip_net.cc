@@ -19,6 +19,7 @@ struct GossipNet::Inbound {
   uv_timer_t timer{};
   uv_write_t write{};
   FrameDecoder decoder{kFrameBytesMax};
+  std::size_t accounted_bytes = 0;  // This connection's share of inbound_buffered_bytes_.
   Bytes out;
   int open_handles = 0;
   bool closing = false;
@@ -305,11 +306,21 @@ void GossipNet::handle_inbound_read(Inbound& conn, ssize_t nread, const uv_buf_t
     return;
   }
   const ByteView bytes(reinterpret_cast<const std::uint8_t*>(buf->base), static_cast<std::size_t>(nread));
+  // Each connection may buffer one frame; together they stay within a budget,
+  // so many slow senders cannot add up to kStreamConnectionsMax full frames.
+  if (inbound_buffered_bytes_ + bytes.size() > kInboundBufferedBytesMax) {
+    spdlog::warn("push-pull: inbound streams hold {} bytes; refusing more", inbound_buffered_bytes_);
+    close_inbound(conn, true);
+    return;
+  }
+  const std::size_t before = conn.decoder.buffered();
   if (auto fed = conn.decoder.feed(bytes); !fed) {
     spdlog::debug("push-pull: {}", fed.error().message);
     close_inbound(conn, true);
     return;
   }
+  inbound_buffered_bytes_ += conn.decoder.buffered() - before;
+  conn.accounted_bytes += conn.decoder.buffered() - before;
   auto frame = conn.decoder.next();
   if (!frame) {
     return;
@@ -336,7 +347,14 @@ void GossipNet::handle_inbound_read(Inbound& conn, ssize_t nread, const uv_buf_t
     return;
   }
   ++counters_.streams_in;
-  conn.out = encode_frame(seal_stream_reply(keyring_, random_, *reply));
+  Bytes sealed = seal_stream_reply(keyring_, random_, *reply);
+  if (sealed.size() > kFrameBytesMax) {
+    spdlog::error("push-pull reply of {} bytes exceeds the {}-byte frame limit; not sent", sealed.size(),
+                  kFrameBytesMax);
+    close_inbound(conn, true);
+    return;
+  }
+  conn.out = encode_frame(sealed);
   uv_buf_t out = uv_buf_init(reinterpret_cast<char*>(conn.out.data()), static_cast<unsigned>(conn.out.size()));
   conn.write.data = &conn;
   const int rc = uv_write(&conn.write, reinterpret_cast<uv_stream_t*>(&conn.tcp), &out, 1,
@@ -354,6 +372,9 @@ void GossipNet::close_inbound(Inbound& conn, bool failed) {
     return;
   }
   conn.closing = true;
+  SHOAL_ASSERT(inbound_buffered_bytes_ >= conn.accounted_bytes);
+  inbound_buffered_bytes_ -= conn.accounted_bytes;
+  conn.accounted_bytes = 0;
   if (failed) {
     ++counters_.streams_failed;
   }
@@ -419,7 +440,14 @@ void GossipNet::start_stream(const gossip::StreamRequest& request, std::chrono::
       static_cast<std::uint64_t>(std::max<std::int64_t>(1, timeout.count())), 0);
 
   if (request.kind == gossip::StreamKind::kPushPull) {
-    s.out = encode_frame(seal_stream_request(keyring_, random_, advertise_, request.payload));
+    Bytes sealed = seal_stream_request(keyring_, random_, advertise_, request.payload);
+    if (sealed.size() > kFrameBytesMax) {
+      spdlog::error("push-pull request of {} bytes exceeds the {}-byte frame limit; not sent", sealed.size(),
+                    kFrameBytesMax);
+      finish_outbound(s, gossip::StreamOutcome::kFailed, {});
+      return;
+    }
+    s.out = encode_frame(sealed);
   }
   // A filtered peer is silent, as behind a partition: the connect waits
   // (like a SYN being retransmitted) until the partition heals or the timer expires.

@@ -110,6 +110,7 @@ class GossipNet {
   bool tcp_open_ = false;
   bool closing_ = false;
   std::set<std::string> dropped_peers_;
+  std::size_t inbound_buffered_bytes_ = 0;
   std::list<std::unique_ptr<Inbound>> inbound_;
   std::list<std::unique_ptr<Outbound>> outbound_;
   NetCounters counters_;

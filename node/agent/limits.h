@@ -34,6 +34,9 @@ inline constexpr std::size_t kFrameBytesMax = 8 * 1024 * 1024;
 static_assert(kFrameBytesMax < UINT32_MAX);
 inline constexpr std::size_t kStreamConnectionsMax = 64;   // Inbound gossip TCP connections at once.
 inline constexpr std::size_t kOutboundStreamsMax = 128;    // Outbound stream requests in flight.
+// All inbound connections together buffer at most this much of unfinished frames.
+inline constexpr std::size_t kInboundBufferedBytesMax = 32 * 1024 * 1024;
+static_assert(kInboundBufferedBytesMax >= 2 * (kFrameBytesMax + kFrameHeaderBytes));
 inline constexpr std::chrono::milliseconds kStreamIdleTimeout{10'000};
 inline constexpr std::chrono::milliseconds kPushPullTimeout{10'000};
 
