@@ -250,6 +250,7 @@ Status parse_gossip(TableReader& r, gossip::Config& cfg) {
   SHOAL_TRY_STATUS(r.read_duration("stall_budget", cfg.stall_budget));
   SHOAL_TRY_STATUS(r.read_duration("gossip_to_dead", cfg.gossip_to_dead));
   SHOAL_TRY_STATUS(r.read_duration("reconnect_interval", cfg.reconnect_interval));
+  SHOAL_TRY_STATUS(r.read_duration("eager_gossip_interval", cfg.eager_gossip_interval));
   cfg.probe_interval = milliseconds(probe_interval_ms);
   cfg.probe_timeout = milliseconds(probe_timeout_ms);
   cfg.gossip_interval = milliseconds(gossip_interval_ms);

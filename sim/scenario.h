@@ -51,7 +51,8 @@ struct NetOptions {
   Duration reorder_delay = milliseconds(20);
   std::uint64_t bandwidth_bytes_per_second = 0;  // Egress per node; 0 is unlimited.
   Duration egress_queue_max = milliseconds(200);  // Datagrams queued longer are dropped.
-  Duration stream_timeout = seconds(10);          // The driver's TCP timeout.
+  Duration stream_timeout = seconds(10);          // Push-pull timeout (the agent's kPushPullTimeout).
+                                                  // Reachability checks time out after gossip.probe_timeout.
   std::size_t paused_backlog_max = 512;           // Datagrams a paused node's socket buffers.
   std::vector<LinkOptions> links;
 };

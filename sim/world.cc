@@ -888,7 +888,10 @@ void World::send_stream(std::uint32_t from, gossip::StreamRequest request) {
   result.gen = nodes_[from].gen;
   result.aux = request.id;
   result.t0 = now_;
-  const Duration timeout = scenario_.net.stream_timeout;
+  // As the agent does: a reachability check gives up after probe_timeout,
+  // a push-pull after the stream timeout.
+  const Duration timeout = request.kind == gossip::StreamKind::kReachability ? scenario_.gossip.probe_timeout
+                                                                              : scenario_.net.stream_timeout;
   if (!to || !reachable(from, *to)) {
     ++report_.net.stream_timeouts;
     result.at = now_ + timeout;
