@@ -385,9 +385,15 @@ void World::run() {
   }
   advance_to(end_);
 
-  // Close the books.
+  // Close the books: open records in the order their events happened, so
+  // the awareness plot shows the first events of the run.
+  for (std::size_t k = 0; k < tracked_.size(); ++k) {
+    const std::uint32_t subject = tracked_[k].subject;
+    if (open_tracked_[subject] == static_cast<std::int32_t>(k)) {
+      close_tracked(subject);
+    }
+  }
   for (std::uint32_t i = 0; i < nodes_.size(); ++i) {
-    close_tracked(i);
     if (nodes_[i].core) {
       const auto& c = nodes_[i].core->counters();
       report_.core.probes_sent += c.probes_sent;
@@ -1433,8 +1439,7 @@ void World::close_tracked(std::uint32_t subject) {
   } else if (complete) {
     report_.join_full_s.push_back(to_seconds(times.back()));
   }
-  if (report_.awareness.size() < options_.awareness_series_max && expected > 0 && !times.empty() &&
-      (t.crash || report_.awareness.empty() || open_for > seconds(5))) {
+  if (report_.awareness.size() < options_.awareness_series_max && expected > 0 && !times.empty()) {
     AwarenessSeries series;
     series.label = t.label;
     series.points.emplace_back(0.0, 0.0);
