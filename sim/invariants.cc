@@ -125,7 +125,17 @@ class ConvergenceChecker final : public Checker {
     if (fault.kind == FaultKind::kRestart && fault.nodes.empty()) {
       return;
     }
+    if (!watches_.empty() && watches_.back().at == fault.at && watches_.back().kind == fault.kind &&
+        fault.kind == FaultKind::kRestart) {
+      // Restarts scheduled for the same instant (a crash wave coming back) are one event.
+      Watch& last = watches_.back();
+      last.nodes += static_cast<std::uint32_t>(fault.nodes.size());
+      last.what = "restart of " + std::to_string(last.nodes) + " nodes at " + at_label(fault.at);
+      return;
+    }
     Watch w;
+    w.kind = fault.kind;
+    w.nodes = static_cast<std::uint32_t>(fault.nodes.size());
     w.what = fault.label + " at " + at_label(fault.at);
     w.at = fault.at;
     w.settled = fault.at + fault.spread;
@@ -169,6 +179,8 @@ class ConvergenceChecker final : public Checker {
 
  private:
   struct Watch {
+    FaultKind kind = FaultKind::kJoin;
+    std::uint32_t nodes = 0;
     std::string what;
     Instant at;
     Instant settled;
