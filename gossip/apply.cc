@@ -237,8 +237,9 @@ void Membership::State::apply_state(Instant now, const wire::State& s) {
     return;
   }
   if (slot == 0) {
-    if (s.state_seq >= self().state_seq) {
-      // A previous life's update: reassert ours above it.
+    if (s.state_seq > self().state_seq) {
+      // A previous life's update (our own echo has an equal seq): reassert
+      // ours above it.
       self().state_seq = s.state_seq + 1;
       broadcast_state(0);
     }

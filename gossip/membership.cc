@@ -115,9 +115,11 @@ void Membership::State::begin_input(Instant now) {
   }
 }
 
-void Membership::State::finish() {
+void Membership::State::finish(Instant now) {
   armed = true;
-  armed_deadline = compute_deadline();
+  // A deadline already past (an eager gossip round due "now" after a long
+  // idle spell) means the driver wakes us at once: measure pauses from now.
+  armed_deadline = std::max(compute_deadline(), now);
 }
 
 void Membership::State::on_pause(Instant now, Duration gap) {
@@ -252,7 +254,7 @@ void Membership::on_datagram(Instant now, const Address& from, ByteView payload)
     s.counters.messages_in += packet->messages.size();
     s.handle_packet(now, from, *packet);
   }
-  s.finish();
+  s.finish(now);
 }
 
 Result<Bytes> Membership::on_stream_request(Instant now, const Address& from, ByteView payload) {
@@ -262,7 +264,7 @@ Result<Bytes> Membership::on_stream_request(Instant now, const Address& from, By
   auto remote = wire::decode_push_pull(payload, s.config.members_max);
   if (!remote) {
     ++s.counters.decode_errors;
-    s.finish();
+    s.finish(now);
     return std::unexpected(remote.error());
   }
   ++s.counters.messages_in;
@@ -271,7 +273,7 @@ Result<Bytes> Membership::on_stream_request(Instant now, const Address& from, By
   Bytes reply = wire::encode(s.full_state(false));
   ++s.counters.messages_out;
   s.counters.bytes_out += reply.size();
-  s.finish();
+  s.finish(now);
   return reply;
 }
 
@@ -279,14 +281,14 @@ void Membership::on_stream_result(Instant now, std::uint64_t stream_id, StreamOu
   State& s = *state_;
   s.begin_input(now);
   s.handle_stream_result(now, stream_id, outcome, reply);
-  s.finish();
+  s.finish(now);
 }
 
 void Membership::on_tick(Instant now) {
   State& s = *state_;
   s.begin_input(now);
   s.tick(now);
-  s.finish();
+  s.finish(now);
 }
 
 void Membership::join(Instant now, std::span<const Address> seeds) {
@@ -299,7 +301,7 @@ void Membership::join(Instant now, std::span<const Address> seeds) {
   if (s.join_wanted && s.join_outstanding == 0) {
     s.send_join(now);
   }
-  s.finish();
+  s.finish(now);
 }
 
 void Membership::leave(Instant now) {
@@ -314,7 +316,7 @@ void Membership::leave(Instant now) {
   s.join_wanted = false;
   s.table.set_status(0, MemberStatus::kLeft, now);
   s.enqueue(s.self_id, Topic::kMembership, wire::Leave{s.self_id, s.self().incarnation});
-  s.finish();
+  s.finish(now);
 }
 
 bool Membership::leave_done(Instant now) const {
@@ -352,7 +354,7 @@ void Membership::set_health(Instant now, const Health& health) {
     // Otherwise it rides on our next pings and acks (and push-pulls) only,
     // so a load figure that wobbles every refresh costs no datagrams.
   }
-  s.finish();
+  s.finish(now);
 }
 
 void Membership::set_catalog_version(Instant now, std::uint64_t version) {
@@ -363,7 +365,7 @@ void Membership::set_catalog_version(Instant now, std::uint64_t version) {
     s.self().catalog_version = version;
     s.broadcast_state(0);
   }
-  s.finish();
+  s.finish(now);
 }
 
 std::optional<Datagram> Membership::poll_transmit() {

@@ -165,6 +165,13 @@ void Membership::State::on_reachability(Instant now, const PendingStream& pendin
 
 void Membership::State::handle_ping(Instant now, const Address& from, const wire::Ping& p) {
   apply_digest(now, p.source);
+  if (p.source.id != self_id && table.find(p.source.id) == MemberTable::kNone && now >= next_unknown_sync) {
+    // A member we do not know probes us: our views have diverged (we just
+    // restarted and were found through a helper's ping, say). A digest
+    // cannot introduce a member, so exchange full state with it.
+    next_unknown_sync = now + config.reconnect_interval;
+    start_push_pull(now, Purpose::kPushPull, from, p.source.id);
+  }
   if (p.target != self_id) {
     ++counters.stale_messages;  // Meant for a previous owner of this address.
     return;

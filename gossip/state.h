@@ -105,6 +105,7 @@ struct Membership::State {
   Instant next_push_pull;
   Instant next_reconnect;
   Instant next_reap;
+  Instant next_unknown_sync;  // Rate limit of push-pulls with unknown pingers.
 
   bool leaving = false;
   Instant leave_started;
@@ -115,7 +116,7 @@ struct Membership::State {
 
   // --- membership.cc ------------------------------------------------------
   void begin_input(Instant now);
-  void finish();
+  void finish(Instant now);
   void on_pause(Instant now, Duration gap);
   void tick(Instant now);
   Instant compute_deadline() const;

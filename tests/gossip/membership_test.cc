@@ -100,6 +100,16 @@ TEST_F(MembershipBehaviourTest, HealthUpdateReachesAllSixtyFourQuickly) {
   RecordProperty("reach_all_ms", static_cast<int>(to_ms(net().now() - start)));
   EXPECT_TRUE(AllSee(7, [](const Member& m) { return m.health.version == "0.2.0" && m.health.projects_hosted == 17; }));
   EXPECT_GE(net().count_events(EventKind::kHealthChanged, 7), 63);
+  // The update dies out: its echo does not restart it, traffic returns to idle,
+  // and news arriving after an idle spell is not mistaken for a pause.
+  net().run_for(seconds(10));
+  const std::uint64_t before = net().datagrams_sent();
+  net().run_for(seconds(10));
+  EXPECT_LE(static_cast<double>(net().datagrams_sent() - before) / 64.0 / 10.0, 2.2);
+  for (int i : net().up_nodes()) {
+    EXPECT_EQ(net().node(i).counters().pauses_detected, 0u) << "node " << i;
+    EXPECT_EQ(net().node(i).local_health(), 0) << "node " << i;
+  }
 }
 
 TEST_F(MembershipBehaviourTest, CatalogVersionReachesAllSixtyFourQuickly) {
@@ -127,6 +137,11 @@ TEST_F(MembershipBehaviourTest, IdleMeshSendsAboutTwoDatagramsPerSecondPerNode) 
 
 TEST_F(MembershipBehaviourTest, WobblingLoadCostsNoExtraDatagrams) {
   Start(32);
+  for (int i : net().up_nodes()) {  // One significant change each first (broadcast).
+    Health h = net().node(i).self().health;
+    h.load_milli = 1000;
+    net().node(i).set_health(net().now(), h);
+  }
   net().run_for(seconds(40));
   const std::uint64_t before = net().datagrams_sent();
   for (int second = 0; second < 60; ++second) {
