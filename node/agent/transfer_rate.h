@@ -21,9 +21,10 @@ class TokenBucket {
   // bytes_per_second = 0: unlimited. The burst is a tenth of a second of rate
   // (at least 64 KiB), so the rate holds over short windows too.
   void set_rate(std::uint64_t bytes_per_second, Instant now) {
+    const bool was_unlimited = unlimited();
     rate_ = static_cast<double>(bytes_per_second);
     burst_ = std::max(rate_ / 10.0, 64.0 * 1024.0);
-    tokens_ = std::min(tokens_, burst_);
+    tokens_ = was_unlimited ? burst_ : std::min(tokens_, burst_);  // A new limit starts with a full burst.
     last_ = now;
   }
   std::uint64_t rate() const { return static_cast<std::uint64_t>(rate_); }

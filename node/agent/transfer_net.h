@@ -1,0 +1,166 @@
+#pragma once
+// node/agent/transfer_net.h: snapshot transfers over TCP, the libuv driver of
+// transfer::TransferConnection (docs/protocol.md, "driver loop"). Owns the
+// transfer connections (dialed, accepted on its own listener, or adopted
+// from the gossip listener after its first byte said 'S'), their write
+// queues and timers, the per-node token bucket, one StoreSink per received
+// snapshot, the list of active and recent transfers, and the metrics.
+// Does not decide what to replicate (the agent and, later, placement do) and
+// does not know the member table: peers come in as {name, address, key} and
+// inbound keys are checked by the injected authorizer.
+// Single-threaded: every method and callback runs on the loop thread; store
+// calls are synchronous LMDB transactions on that thread.
+
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/address.h"
+#include "base/crypto.h"
+#include "base/random.h"
+#include "base/result.h"
+#include "node/agent/transfer_rate.h"
+#include "storage/transfer_store.h"
+#include "transfer/connection.h"
+
+namespace shoal::agent {
+
+inline constexpr std::size_t kTransferConnectionsMax = 64;             // Open at once, both directions.
+inline constexpr std::size_t kTransferWriteQueueBytesMax = 1 << 20;    // Per connection, handed to uv_write.
+inline constexpr std::size_t kTransferReadBufferBytes = 256 * 1024;   // Shared by all connections.
+inline constexpr std::size_t kTransfersRecentMax = 64;                 // Finished transfers remembered.
+inline constexpr std::size_t kTransfersActiveMax = 256;
+// The transfer preamble's first byte ("SHOALTX"); gossip frames start with 0x00.
+inline constexpr std::uint8_t kTransferFirstByte = 'S';
+
+struct TransferPeer {
+  std::string name;
+  Address address;
+  PublicKey key{};
+};
+
+enum class TransferDirection : std::uint8_t { kSend, kReceive };
+enum class TransferState : std::uint8_t { kConnecting, kActive, kDone, kFailed };
+std::string_view transfer_state_name(TransferState state);
+
+struct TransferInfo {
+  std::uint64_t id = 0;
+  TransferDirection direction = TransferDirection::kSend;
+  std::string peer;  // Name for dialed peers, address for accepted ones.
+  std::string project;
+  storage::ChunkId snapshot{};
+  TransferState state = TransferState::kConnecting;
+  Error error{Code::kOk, ""};
+  transfer::SyncProgress progress;
+  Instant started{};
+  std::optional<Instant> finished;
+};
+
+struct TransferMetrics {
+  std::uint64_t bytes_sent = 0;        // Chunk bytes (as stored) of finished sessions.
+  std::uint64_t bytes_received = 0;
+  std::uint64_t chunks_sent = 0;
+  std::uint64_t chunks_received = 0;
+  std::uint64_t chunks_refused_corrupt = 0;  // The only refusal reason today: bytes not their id.
+  std::uint64_t wire_bytes_out = 0;    // Everything written to sockets (handshakes, framing).
+  std::uint64_t wire_bytes_in = 0;
+  std::uint64_t transfers_done = 0;
+  std::uint64_t transfers_failed = 0;
+  std::uint64_t connections_out = 0;
+  std::uint64_t connections_in = 0;
+  std::uint64_t connections_refused = 0;  // Over kTransferConnectionsMax.
+  double transfer_seconds_sum = 0;        // Of finished transfers (done or failed).
+  transfer::ChannelMetrics channel;       // Handshake failures by reason live here.
+};
+
+class TransferNet {
+ public:
+  using FinishedFn = std::function<void(const TransferInfo&)>;
+
+  // identity, keyring and store must outlive this object. authorize decides
+  // on inbound peers' keys (the agent compares with the member table).
+  TransferNet(uv_loop_t* loop, const Identity& identity, const Keyring& keyring, Random& random,
+              storage::SnapshotStore& store, transfer::PeerAuthorizer authorize);
+  ~TransferNet();
+  TransferNet(const TransferNet&) = delete;
+  TransferNet& operator=(const TransferNet&) = delete;
+
+  // A listener of its own (tests, or a dedicated port). Port 0: the kernel picks.
+  Status listen(const Address& bind);
+  const Address& bound_address() const { return bound_; }
+  // Takes over an accepted TCP socket whose first bytes (starting with
+  // kTransferFirstByte) were already read by another listener. The fd is
+  // owned from here on, closed on every path.
+  void adopt(uv_os_sock_t fd, ByteView first_bytes);
+
+  // Starts sending `snapshot` of `project` to the peer, dialing it (pinned to
+  // peer.key) or reusing an open connection to it. NotFound if the snapshot is
+  // not committed here; ResourceExhausted at a limit.
+  Result<std::uint64_t> push(const TransferPeer& peer, const std::string& project, const storage::ChunkId& snapshot);
+
+  // Active transfers, then recent ones, newest first.
+  std::vector<TransferInfo> transfers() const;
+  std::optional<TransferInfo> transfer(std::uint64_t id) const;
+  // Called once per transfer when it ends (done or failed).
+  void set_on_finished(FinishedFn fn) { on_finished_ = std::move(fn); }
+  // Bytes per second for all transfer connections together; 0 = unlimited.
+  void set_rate_limit(std::uint64_t bytes_per_second);
+  std::uint64_t rate_limit() const { return bucket_.rate(); }
+  const TransferMetrics& metrics() const { return metrics_; }
+  std::size_t connections() const { return conns_.size(); }
+
+  // Ends every transfer (failed, "shutting down") and closes every handle.
+  void close();
+
+  struct Conn;  // Public for the libuv callbacks; opaque elsewhere.
+  struct WriteReq;
+  void erase(Conn& conn);
+
+ private:
+  Conn* new_conn(bool outbound, const std::string& peer_label);
+  void start_reading(Conn& conn);
+  void pump(Conn& conn);
+  void handle_event(Conn& conn, transfer::ConnectionEvent& event);
+  void start_pending_offers(Conn& conn, Instant now);
+  void fail_conn(Conn& conn, const Error& error);
+  void finish(std::uint64_t transfer_id, TransferState state, const Error& error,
+              const transfer::SyncProgress& progress, Instant now);
+  void close_conn(Conn& conn);
+  void on_read(Conn& conn, ssize_t nread, const uv_buf_t* buf);
+  void on_connected(Conn& conn, int status);
+  void on_written(WriteReq* req, int status);
+  void pump_all();
+  Result<transfer::SyncSink*> accept_offer(Conn& conn, const std::string& project, const storage::ChunkId& snapshot);
+  transfer::ConnectionConfig config_for(Conn& conn, transfer::ChannelRole role);
+
+  static void on_connection(uv_stream_t* server, int status);
+
+  uv_loop_t* loop_;
+  const Identity& identity_;
+  const Keyring& keyring_;
+  Random& random_;
+  storage::SnapshotStore& store_;
+  storage::StoreSource source_;
+  transfer::PeerAuthorizer authorize_;
+  uv_tcp_t listener_{};
+  bool listening_ = false;
+  Address bound_;
+  bool closing_ = false;
+  std::list<std::unique_ptr<Conn>> conns_;
+  std::unique_ptr<char[]> read_buffer_;
+  TokenBucket bucket_;
+  std::uint64_t next_transfer_id_ = 1;
+  std::vector<TransferInfo> active_;
+  std::deque<TransferInfo> recent_;  // <= kTransfersRecentMax, newest first.
+  TransferMetrics metrics_;
+  FinishedFn on_finished_;
+};
+
+}  // namespace shoal::agent
