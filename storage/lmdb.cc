@@ -1,7 +1,12 @@
 #include "storage/lmdb.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
+#include <cstdio>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -57,10 +62,43 @@ Result<std::unique_ptr<Env>> Env::open(const std::string& path, const EnvOptions
     mdb_env_close(env);
     return std::unexpected(from_mdb(rc, "cannot open LMDB environment in " + path));
   }
-  return std::unique_ptr<Env>(new Env(env, path));
+  auto out = std::unique_ptr<Env>(new Env(env, path));
+  out->find_map();
+  return out;
 }
 
 Env::~Env() { mdb_env_close(env_); }
+
+void Env::find_map() {
+  struct stat st{};
+  if (::stat((path_ + "/data.mdb").c_str(), &st) != 0) {
+    return;
+  }
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) {
+    return;
+  }
+  char line[4096];
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long start = 0;
+    unsigned long end = 0;
+    unsigned long inode = 0;
+    unsigned dev_major = 0;
+    unsigned dev_minor = 0;
+    if (std::sscanf(line, "%lx-%lx %*s %*x %x:%x %lu", &start, &end, &dev_major, &dev_minor, &inode) == 5 &&
+        inode == st.st_ino && makedev(dev_major, dev_minor) == st.st_dev && end - start > map_bytes_) {
+      map_addr_ = reinterpret_cast<void*>(start);
+      map_bytes_ = end - start;
+    }
+  }
+  std::fclose(maps);
+}
+
+void Env::release_mapped_pages() {
+  if (map_addr_ != nullptr) {
+    ::madvise(map_addr_, map_bytes_, MADV_DONTNEED);
+  }
+}
 
 Result<MDB_dbi> Env::table(const std::string& name) {
   auto txn = Txn::begin_write(*this);

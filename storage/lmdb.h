@@ -40,11 +40,20 @@ class Env {
   // Opens (creating if missing) a named table. Call before concurrent use.
   Result<MDB_dbi> table(const std::string& name);
   const std::string& path() const { return path_; }
+  // Drops this process's page-table entries for the memory-mapped data file
+  // (madvise MADV_DONTNEED on the read-only shared map). The pages stay in
+  // the kernel page cache and fault back in on the next read, so this only
+  // keeps resident memory flat during long scans; data stays valid because
+  // the file itself is unchanged. Safe to call from any thread at any time.
+  void release_mapped_pages();
 
  private:
   Env(MDB_env* env, std::string path) : env_(env), path_(std::move(path)) {}
+  void find_map();  // Locates the data file's mapping (LMDB does not expose it).
   MDB_env* env_;
   std::string path_;
+  void* map_addr_ = nullptr;
+  std::size_t map_bytes_ = 0;
 };
 
 class Txn {

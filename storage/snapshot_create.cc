@@ -45,28 +45,20 @@ namespace {
 using internal::from_errno;
 using internal::join_path;
 
-constexpr std::size_t kBatchBytesMax = 64u << 20;  // Stored bytes per chunk transaction.
-constexpr std::size_t kQueueJobsMax = 64;          // Chunks in flight per queue (<= 16 MiB at 256 KiB).
+// Stored bytes per chunk transaction. LMDB holds a transaction's dirty pages
+// in memory until commit, so this bounds memory; each commit costs one fsync.
+// Puts are bounded too: each small chunk lands in a random B-tree leaf and
+// dirties a whole 4 KiB page.
+constexpr std::size_t kBatchBytesMax = 32u << 20;
+constexpr std::size_t kBatchPutsMax = 4096;
+constexpr std::uint64_t kReleaseMapEveryBytes = 4u << 20;
+constexpr std::size_t kQueueJobsMax = 32;          // Chunks in flight per queue (<= 8 MiB at 256 KiB).
 constexpr std::size_t kReadBufferBytes = 4u << 20;
 constexpr unsigned kWorkersMax = 16;
 
 std::int64_t ns_of(const struct timespec& ts) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
-
-struct ScanNode {
-  std::string name;
-  EntryKind kind = EntryKind::kFile;
-  std::uint32_t mode = 0;
-  std::int64_t mtime_ns = 0;
-  std::string target;           // Symlink.
-  std::size_t index = SIZE_MAX; // Into files (kFile) or dirs (kDir).
-};
-
-struct ScanDir {
-  std::string rel;
-  std::vector<ScanNode> children;
-};
 
 struct ScanFile {
   std::string rel;
@@ -78,6 +70,21 @@ struct ScanFile {
   bool failed = false;         // Skipped; a warning says why.
   std::uint64_t read_size = 0; // Bytes actually read (the recorded size).
   std::vector<ChunkId> chunks; // From the cache (hits) or the writer (reads).
+};
+
+struct ScanNode {
+  std::string name;
+  EntryKind kind = EntryKind::kFile;
+  std::uint32_t mode = 0;
+  std::int64_t mtime_ns = 0;
+  std::string target;           // Symlink.
+  std::size_t index = SIZE_MAX; // Into files (kFile) or dirs (kDir).
+  ScanFile file;                // kFile, until moved into Scan::files.
+};
+
+struct ScanDir {
+  std::string rel;
+  std::vector<ScanNode> children;
 };
 
 struct Scan {
@@ -124,9 +131,8 @@ Status scan_tree(const std::string& root, Scan& scan) {
       node.mtime_ns = ns_of(st.st_mtim);
       if (S_ISREG(st.st_mode)) {
         node.kind = EntryKind::kFile;
-        node.index = scan.files.size();
-        scan.files.push_back(ScanFile{.rel = rel, .size = static_cast<std::uint64_t>(st.st_size),
-                                      .inode = st.st_ino, .mtime_ns = node.mtime_ns, .ctime_ns = ns_of(st.st_ctim)});
+        node.file = ScanFile{.rel = rel, .size = static_cast<std::uint64_t>(st.st_size),
+                             .inode = st.st_ino, .mtime_ns = node.mtime_ns, .ctime_ns = ns_of(st.st_ctim)};
         scan.logical_bytes += static_cast<std::uint64_t>(st.st_size);
       } else if (S_ISDIR(st.st_mode)) {
         node.kind = EntryKind::kDir;
@@ -149,8 +155,12 @@ Status scan_tree(const std::string& root, Scan& scan) {
     }
     ::closedir(dir);
     std::sort(children.begin(), children.end(), [](const ScanNode& a, const ScanNode& b) { return a.name < b.name; });
+    // Indices in name order, so files are read in the order they are listed.
     for (auto& c : children) {
-      if (c.kind == EntryKind::kDir) {
+      if (c.kind == EntryKind::kFile) {
+        c.index = scan.files.size();
+        scan.files.push_back(std::move(c.file));
+      } else if (c.kind == EntryKind::kDir) {
         c.index = scan.dirs.size();
         scan.dirs.push_back(ScanDir{.rel = join_path(scan.dirs[d].rel, c.name), .children = {}});
       }
@@ -376,6 +386,8 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
     }
   }
 
+  env_->release_mapped_pages();  // The cache lookups touched its pages.
+
   // Phase 2: read, cut, hash, compress, store.
   ErrorSlot error;
   BoundedQueue<ChunkJob> jobs(kQueueJobsMax);
@@ -392,8 +404,6 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
   std::vector<std::thread> workers;
   for (unsigned w = 0; w < worker_count; ++w) {
     workers.emplace_back([&] {
-      std::optional<Txn> read_txn;
-      std::size_t uses = 0;
       while (auto job = jobs.pop()) {
         ChunkResult r{.file = job->file, .index = job->index, .id = chunk_id_of(job->data), .stored = std::nullopt};
         bool first = false;
@@ -402,23 +412,19 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
           first = claimed.insert(r.id).second;
         }
         if (first && !error.failed()) {
-          // Short-lived read snapshots: a long one would pin pages the writer frees.
-          if (!read_txn || ++uses % 256 == 0) {
-            read_txn.reset();
+          // One short read snapshot per check: a long-lived one would pin the
+          // pages each batch commit frees, and the file would grow by them.
+          bool present = false;
+          {
             auto t = Txn::begin_read(*env_);
-            if (!t) {
-              error.set(t.error());
-            } else {
-              read_txn.emplace(std::move(*t));
-            }
-          }
-          if (read_txn) {
-            auto has = chunks_.contains(*read_txn, r.id);
+            auto has = t ? chunks_.contains(*t, r.id) : Result<bool>(std::unexpected(t.error()));
             if (!has) {
               error.set(has.error());
-            } else if (!*has) {
-              r.stored = encode_chunk(job->data, level);
             }
+            present = has.value_or(true);
+          }
+          if (!present) {
+            r.stored = encode_chunk(job->data, level);
           }
         }
         results.push(std::move(r));
@@ -428,15 +434,18 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
   std::thread writer([&] {
     std::optional<Txn> txn;
     std::size_t batch_bytes = 0;
+    std::size_t batch_puts = 0;
     auto commit_batch = [&] {
       if (txn && !error.failed()) {
         fault_point("chunk_batch_commit");
         if (auto s = txn->commit(); !s) {
           error.set(s.error());
         }
+        env_->release_mapped_pages();  // Existence checks touched leaf pages; keep RSS flat.
       }
       txn.reset();
       batch_bytes = 0;
+      batch_puts = 0;
     };
     while (auto r = results.pop()) {
       auto& list = file_chunks[r->file];
@@ -465,8 +474,11 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
         ++chunks_new;
         batch_bytes += r->stored->size();
         fault_point("chunk_put");
+        if (chunks_new % 256 == 0) {
+          env_->release_mapped_pages();  // Puts read B-tree pages through the map; keep RSS flat.
+        }
       }
-      if (batch_bytes >= kBatchBytesMax) {
+      if (batch_bytes >= kBatchBytesMax || ++batch_puts >= kBatchPutsMax) {
         commit_batch();
       }
     }
@@ -554,6 +566,9 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
     f.read_size = total;
     ++result.files_read;
     result.bytes_read += total;
+    if (result.bytes_read / kReleaseMapEveryBytes != (result.bytes_read - total) / kReleaseMapEveryBytes) {
+      env_->release_mapped_pages();
+    }
     ++progress.files_done;
     progress.bytes_done += f.size;
     if (options.progress) {
@@ -625,6 +640,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
   }
   commit.tree = dir_tree[0];
   commit.logical_bytes = logical;
+  env_->release_mapped_pages();
 
   // Parent: the project's newest snapshot at this instant.
   Bytes last_key;
@@ -731,6 +747,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
     }
   }
   SHOAL_TRY_STATUS(txn->put(tables_.cache_base, as_bytes(project), snapshot_id));
+  env_->release_mapped_pages();
   fault_point("before_final_commit");
   SHOAL_TRY_STATUS(txn->commit());
   fault_point("after_final_commit");

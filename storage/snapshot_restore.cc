@@ -179,7 +179,11 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
       report.damaged.push_back(std::move(*damage));
     } else {
       ++report.files;
+      const std::uint64_t before = report.bytes;
       report.bytes += offset;
+      if (report.bytes / (16u << 20) != before / (16u << 20)) {
+        env_->release_mapped_pages();  // Chunks were read through the map; keep RSS flat.
+      }
     }
     ++progress.files_done;
     progress.bytes_done += job.entry.size;

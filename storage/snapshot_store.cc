@@ -427,7 +427,11 @@ Result<VerifyReport> SnapshotStore::verify(const std::vector<SnapshotInfo>& snap
       problem = plain.error().code == Code::kNotFound ? "missing" : "corrupt: " + plain.error().message;
     } else {
       ++report.chunks_checked;
+      const std::uint64_t before = report.bytes_checked;
       report.bytes_checked += plain->size();
+      if (report.bytes_checked / (16u << 20) != before / (16u << 20)) {
+        env_->release_mapped_pages();
+      }
     }
     return checked.emplace(id, std::move(problem)).first->second;
   };

@@ -521,6 +521,102 @@ TEST_F(SnapshotTest, SparseFileRestoresSparse) {
   EXPECT_EQ(read_file(Target("out") + "/sparse"), read_file(path));
 }
 
+TEST_F(SnapshotTest, HundredThousandFilesInOneDirectory) {
+  fs::create_directories(src_);
+  for (int i = 0; i < 100000; ++i) {
+    const int fd = ::open((src_ + "/" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    if (i % 1000 == 0) {
+      ASSERT_EQ(::write(fd, "x", 1), 1);
+    }
+    ::close(fd);
+  }
+  const SnapshotInfo s = Save("p", src_);
+  EXPECT_EQ(s.commit.files, 100000u);
+  auto r = store_->restore(s, Target("out"));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->files, 100000u);
+  EXPECT_EQ(read_file(Target("out") + "/5000"), Bytes(1, 'x'));
+}
+
+TEST_F(SnapshotTest, DeepTreeRoundTrips) {
+  std::string dir = src_;
+  for (int i = 0; i < 300; ++i) dir += "/d" + std::to_string(i % 10);
+  fs::create_directories(dir);
+  write_file(dir + "/leaf", Bytes(7, 'l'));
+  const SnapshotInfo s = Save("p", src_);
+  EXPECT_EQ(s.commit.dirs, 300u);
+  auto r = store_->restore(s, Target("out"));
+  ASSERT_TRUE(r) << r.error().to_string();
+  std::string out = Target("out");
+  for (int i = 0; i < 300; ++i) out += "/d" + std::to_string(i % 10);
+  EXPECT_EQ(read_file(out + "/leaf"), Bytes(7, 'l'));
+  auto v = store_->verify({s});
+  ASSERT_TRUE(v && v->clean());
+}
+
+TEST_F(SnapshotTest, FileVanishingDuringSaveIsReportedAndSkipped) {
+  fs::create_directories(src_);
+  write_file(src_ + "/a_first", Bytes(10, 'a'));
+  write_file(src_ + "/z_vanishes", Bytes(10, 'z'));
+  auto r = store_->create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = test_now_ns(),
+                                        .progress = [&](const Progress&) { fs::remove(src_ + "/z_vanishes"); }});
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->warnings.size(), 1u) << r->snapshot.commit.files << " read=" << r->files_read << " hits=" << r->cache_hits;
+  EXPECT_NE(r->warnings[0].find("z_vanishes: vanished"), std::string::npos);
+  EXPECT_EQ(r->snapshot.commit.files, 1u);
+  auto v = store_->verify({r->snapshot});
+  ASSERT_TRUE(v && v->clean());
+}
+
+TEST_F(SnapshotTest, FileGrowingDuringSaveIsSavedAsReadAndNotCached) {
+  fs::create_directories(src_);
+  write_file(src_ + "/a_first", Bytes(10, 'a'));
+  write_file(src_ + "/z_grows", Bytes(10, 'z'));
+  auto r = store_->create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = test_now_ns(),
+                                        .progress = [&](const Progress& p) {
+                                          if (p.files_done == 1) write_file(src_ + "/z_grows", Bytes(20, 'z'));
+                                        }});
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_NE(r->warnings[0].find("changed while being saved"), std::string::npos);
+  auto again = Create("p", src_, 1);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->files_read, 1u);  // Re-read: its first save was not trusted.
+  auto out = store_->restore(again->snapshot, Target("out"));
+  ASSERT_TRUE(out);
+  EXPECT_EQ(read_file(Target("out") + "/z_grows"), Bytes(20, 'z'));
+}
+
+TEST_F(SnapshotTest, FullStoreRefusesSaveAndStaysConsistent) {
+  make_random_tree(src_, 21, 10);
+  const SnapshotInfo first = Save("p", src_);
+  store_.reset();
+  // A map too small for the next save stands in for a full disk: LMDB
+  // reports MDB_MAP_FULL exactly where a write would get ENOSPC.
+  struct stat st{};
+  ASSERT_EQ(::stat((store_dir_ + "/data.mdb").c_str(), &st), 0);
+  {
+    auto small = SnapshotStore::open(store_dir_, StoreOptions{.map_size_bytes = static_cast<std::size_t>(st.st_size) + (1 << 20)});
+    ASSERT_TRUE(small);
+    const std::string big = (base_ / "big").string();
+    fs::create_directories(big);
+    Prng rng(22);
+    write_file(big + "/random", random_bytes(rng, 8 << 20, false));
+    auto r = (*small)->create(CreateOptions{.project = "p", .source_dir = big, .now_ns = test_now_ns(1)});
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Code::kResourceExhausted);
+  }
+  Open();
+  auto list = store_->list("p");
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ(list->at(0).id, first.id);
+  auto v = store_->verify(*list);
+  ASSERT_TRUE(v && v->clean());
+  EXPECT_TRUE(Create("p", src_, 2));  // The save lock was released.
+}
+
 // kill -9 at many points of create, prune and gc: the store opens, verify is
 // clean, the interrupted snapshot is absent or complete, gc collects orphans.
 class CrashTest : public SnapshotTest {
