@@ -4,7 +4,7 @@
 
 namespace shoal::gossip {
 
-void BroadcastQueue::push(const NodeId& about, Topic topic, Bytes message) {
+void BroadcastQueue::push(const NodeId& about, Topic topic, Bytes message, bool final_verdict) {
   SHOAL_ASSERT(!message.empty());
   const Key key{about, topic};
   if (auto it = items_.find(key); it != items_.end()) {
@@ -19,7 +19,7 @@ void BroadcastQueue::push(const NodeId& about, Topic topic, Bytes message) {
     items_.erase(victim);
     ++dropped_;
   }
-  auto [it, inserted] = items_.emplace(key, Item{std::move(message), 0, next_id_++});
+  auto [it, inserted] = items_.emplace(key, Item{std::move(message), 0, next_id_++, final_verdict});
   SHOAL_ASSERT(inserted);
   order_.insert(order_key(it));
   SHOAL_ASSERT(items_.size() == order_.size());
@@ -45,7 +45,7 @@ void BroadcastQueue::take(std::size_t budget_bytes, std::size_t per_item_bytes, 
   for (Items::iterator it : chosen) {
     order_.erase(order_key(it));
     ++it->second.transmits;
-    if (it->second.transmits >= limit) {
+    if (it->second.transmits >= (it->second.final_verdict ? 2 * limit : limit)) {
       out.push_back(std::move(it->second.message));
       items_.erase(it);
     } else {

@@ -28,7 +28,9 @@ class BroadcastQueue {
  public:
   explicit BroadcastQueue(std::size_t items_max) : items_max_(items_max) {}
 
-  void push(const NodeId& about, Topic topic, Bytes message);
+  // A `final_verdict` (dead, leave) is sent twice the retransmit limit: a node
+  // that misses it keeps probing a dead member until its own probe finds out.
+  void push(const NodeId& about, Topic topic, Bytes message, bool final_verdict = false);
   // Appends to `out` broadcasts whose total size fits in budget_bytes (each
   // counted with per_item_bytes of framing) and at most parts_max of them.
   // Each one taken counts as one transmit; those at `limit` are retired.
@@ -49,6 +51,7 @@ class BroadcastQueue {
     Bytes message;
     int transmits = 0;
     std::uint64_t id = 0;  // Insertion order; newer is larger; unique.
+    bool final_verdict = false;
   };
   using Items = std::map<Key, Item>;
   // Ordered by (transmits ascending, id descending); ids are unique, so the

@@ -29,7 +29,8 @@
 namespace shoal::gossip {
 
 void Membership::State::enqueue(const NodeId& about, Topic topic, const wire::Message& message) {
-  broadcasts.push(about, topic, wire::encode(message));
+  const bool final_verdict = std::holds_alternative<wire::Dead>(message) || std::holds_alternative<wire::Leave>(message);
+  broadcasts.push(about, topic, wire::encode(message), final_verdict);
 }
 
 void Membership::State::broadcast_alive(std::uint32_t slot) {

@@ -53,6 +53,15 @@ TEST(GossipBroadcastQueueTest, RetiredAtTheLimit) {
   EXPECT_TRUE(Take(q).empty());
 }
 
+TEST(GossipBroadcastQueueTest, FinalVerdictsAreSentTwiceAsOften) {
+  BroadcastQueue q(100);
+  q.push(Id(1), Topic::kMembership, Msg(1), /*final_verdict=*/true);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(Take(q, 1000, 3).size(), 1u) << i;
+  }
+  EXPECT_TRUE(q.empty());
+}
+
 TEST(GossipBroadcastQueueTest, PacksSmallerOnesPastOneThatDoesNotFit) {
   BroadcastQueue q(100);
   q.push(Id(1), Topic::kMembership, Msg(1, 50));
