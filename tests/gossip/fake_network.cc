@@ -93,6 +93,11 @@ void FakeNetwork::restart(int node, std::vector<int> seeds) {
   join(node, std::move(seeds));
 }
 
+void FakeNetwork::command(int node, const std::function<void(Membership&, Instant)>& fn) {
+  fn(this->node(node), now_);
+  drain(node);
+}
+
 void FakeNetwork::leave(int node) {
   this->node(node).leave(now_);
   drain(node);

@@ -52,6 +52,9 @@ class FakeNetwork {
   // A new core for a crashed node, same identity, incarnation restored as from disk.
   void restart(int node, std::vector<int> seeds);
   void leave(int node);
+  // Runs a command on a node's core (set_health, set_catalog_version, ...)
+  // and then drains it, as a driver does: outputs sent, timer re-armed.
+  void command(int node, const std::function<void(Membership&, Instant)>& fn);
 
   // Datagrams and streams between a and b are dropped / time out.
   void block(int a, int b);
