@@ -1,6 +1,7 @@
 #include "node/agent/admin_api.h"
 
 #include "node/agent/limits.h"
+#include "node/agent/transfer_api.h"
 
 namespace shoal::agent {
 namespace {
@@ -178,6 +179,9 @@ AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backen
   const bool get = request.method == "GET";
   const bool post = request.method == "POST";
 
+  if (auto transfer_reply = handle_transfer_request(request, backend.transfer_backend())) {
+    return std::move(*transfer_reply);
+  }
   if (path == "/v1/members") {
     return get ? members(request, backend) : AdminReply{error_response(405, "use GET")};
   }
@@ -191,7 +195,11 @@ AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backen
     if (!get) {
       return {error_response(405, "use GET")};
     }
-    return {HttpResponse{200, render_metrics(backend.metrics()), "text/plain; version=0.0.4"}};
+    std::string text = render_metrics(backend.metrics());
+    if (TransferBackend* transfers = backend.transfer_backend()) {
+      text += render_transfer_metrics(transfers->transfer_metrics());
+    }
+    return {HttpResponse{200, std::move(text), "text/plain; version=0.0.4"}};
   }
   if (path == "/v1/events") {
     if (!get) {

@@ -18,6 +18,8 @@
 
 namespace shoal::agent {
 
+class TransferBackend;  // node/agent/transfer_api.h
+
 // What the routes need from the running agent. Called on the loop thread.
 class AdminBackend {
  public:
@@ -36,6 +38,8 @@ class AdminBackend {
   virtual void set_catalog_version(std::uint64_t version) = 0;
   virtual bool fault_injection_enabled() const = 0;
   virtual void set_dropped_peers(const std::vector<Address>& peers) = 0;
+  // Snapshot transfers (/v1/replicate, /v1/transfers); null when the agent runs without them.
+  virtual TransferBackend* transfer_backend() { return nullptr; }
 };
 
 struct AdminReply {

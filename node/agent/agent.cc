@@ -15,6 +15,7 @@
 #include "node/agent/health.h"
 #include "node/agent/limits.h"
 #include "node/agent/render.h"
+#include "node/agent/transfer_api.h"
 #include "node/agent/uv_util.h"
 
 namespace shoal::agent {
@@ -40,6 +41,7 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   void set_catalog_version(std::uint64_t version) override;
   bool fault_injection_enabled() const override { return options_.fault_injection; }
   void set_dropped_peers(const std::vector<Address>& peers) override { net_->set_dropped_peers(peers); }
+  TransferBackend* transfer_backend() override { return transfers_.get(); }
 
   // GossipNetHandler.
   void on_net_datagram(const Address& from, ByteView plaintext) override;
@@ -65,6 +67,7 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   std::unique_ptr<gossip::Membership> membership_;
   std::unique_ptr<GossipNet> net_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<TransferService> transfers_;  // Snapshot store (DATA_DIR/store) and transfers.
   uv_timer_t tick_timer_{};
   uv_timer_t health_timer_{};
   uv_timer_t leave_timer_{};
@@ -93,6 +96,7 @@ AgentImpl::~AgentImpl() {
   // Order matters: the core and its net go before LMDB is closed.
   net_.reset();
   admin_.reset();
+  transfers_.reset();
   membership_.reset();
   data_dir_.reset();
 }
@@ -135,6 +139,14 @@ Status AgentImpl::init() {
   admin_ = std::make_unique<AdminServer>(&loop_, *this);
   SHOAL_TRY_STATUS(net_->listen(options_.bind, advertise_));
   SHOAL_TRY_STATUS(admin_->listen(options_.admin));
+  // Transfers share the gossip TCP listener: a connection starting with 'S' is theirs.
+  auto transfers = TransferService::open(&loop_, data_dir_->identity(), data_dir_->keyring(), random_,
+                                         data_dir_->path() + "/store", [this] { return membership_->members(); });
+  if (!transfers) {
+    return std::unexpected(transfers.error());
+  }
+  transfers_ = std::move(*transfers);
+  net_->set_transfer_handoff([this](uv_os_sock_t fd, ByteView first) { transfers_->adopt(fd, first); });
 
   gossip::Config config = gossip::profile_config(options_.profile);
   config.name = options_.name;
@@ -443,6 +455,9 @@ void AgentImpl::finish() {
 void AgentImpl::close_all_handles() {
   if (net_) {
     net_->close();
+  }
+  if (transfers_) {
+    transfers_->close();
   }
   if (admin_) {
     admin_->close();

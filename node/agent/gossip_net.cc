@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -306,6 +307,16 @@ void GossipNet::handle_inbound_read(Inbound& conn, ssize_t nread, const uv_buf_t
     return;
   }
   const ByteView bytes(reinterpret_cast<const std::uint8_t*>(buf->base), static_cast<std::size_t>(nread));
+  if (transfer_handoff_ && conn.decoder.buffered() == 0 && bytes[0] == 'S') {
+    // A transfer channel (node/agent/transfer_net.h): hand the socket over.
+    uv_os_fd_t fd = -1;
+    const int dup_fd = uv_fileno(reinterpret_cast<uv_handle_t*>(&conn.tcp), &fd) == 0 ? ::dup(fd) : -1;
+    close_inbound(conn, dup_fd < 0);
+    if (dup_fd >= 0) {
+      transfer_handoff_(dup_fd, bytes);
+    }
+    return;
+  }
   // Each connection may buffer one frame; together they stay within a budget,
   // so many slow senders cannot add up to kStreamConnectionsMax full frames.
   if (inbound_buffered_bytes_ + bytes.size() > kInboundBufferedBytesMax) {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <set>
@@ -73,6 +74,12 @@ class GossipNet {
 
   // Fault injection: drop all traffic to and from these peers (empty = none).
   void set_dropped_peers(const std::vector<Address>& peers);
+  // Accepted connections whose first byte is 'S' (the transfer channel's
+  // preamble; gossip frames start with a 0x00 length byte) are handed over:
+  // the callback owns a duplicate of the socket and gets the bytes read so far.
+  void set_transfer_handoff(std::function<void(uv_os_sock_t fd, ByteView first_bytes)> handoff) {
+    transfer_handoff_ = std::move(handoff);
+  }
   // Closes every handle. Streams in flight report nothing after this.
   void close();
   const NetCounters& counters() const { return counters_; }
@@ -115,6 +122,7 @@ class GossipNet {
   std::list<std::unique_ptr<Outbound>> outbound_;
   NetCounters counters_;
   std::unique_ptr<char[]> read_buffer_;
+  std::function<void(uv_os_sock_t fd, ByteView first_bytes)> transfer_handoff_;
 };
 
 }  // namespace shoal::agent

@@ -21,5 +21,7 @@ int cmd_watch(Args args);
 int cmd_keys(Args args);
 int cmd_agent(Args args);
 int cmd_snapshot(Args args);
+int cmd_replicate(Args args);
+int cmd_transfers(Args args);
 
 }  // namespace shoal::cli

@@ -25,6 +25,8 @@ constexpr Command kCommands[] = {
     {"join", cmd_join, "ask the agent to join a mesh"},
     {"leave", cmd_leave, "make the agent leave the mesh and exit"},
     {"snapshot", cmd_snapshot, "save, list, restore, verify and prune project snapshots"},
+    {"replicate", cmd_replicate, "copy a snapshot to another node"},
+    {"transfers", cmd_transfers, "list active and recent snapshot transfers"},
     {"keys", cmd_keys, "list, install, use or remove cluster keys"},
     {"sim", cmd_sim, "simulate a mesh under faults (see shoal sim --help)"},
     {"keygen", cmd_keygen, "print a new base64 cluster key"},

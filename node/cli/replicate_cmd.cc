@@ -1,0 +1,203 @@
+// node/cli/replicate_cmd.cc: `shoal replicate` (copy a snapshot to another
+// node through the agents) and `shoal transfers` (active and recent copies).
+// Exit codes: 0 success, 1 the copy failed or the agent refused it, 2 usage
+// error or agent unreachable.
+
+#include <time.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "node/cli/admin_client.h"
+#include "node/cli/commands.h"
+#include "node/cli/flags.h"
+
+namespace shoal::cli {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kReplicateUsage =
+    "usage: shoal replicate --project ID --snapshot S (--to NODE | --from NODE) [--detach] [--admin HOST:PORT]\n"
+    "  --project ID        the project\n"
+    "  --snapshot S        snapshot id, unique hex prefix, or 'latest'\n"
+    "  --to NODE           push to this node (name or id prefix, as `shoal members` shows)\n"
+    "  --from NODE         pull from this node (not supported yet)\n"
+    "  --detach            return at once with the transfer id instead of waiting\n"
+    "  --admin HOST:PORT   the agent's admin API (default $SHOAL_ADMIN or 127.0.0.1:7947)\n";
+
+constexpr const char* kTransfersUsage =
+    "usage: shoal transfers [--json] [--admin HOST:PORT]\n"
+    "  --json              print the agent's JSON\n"
+    "  --admin HOST:PORT   the agent's admin API (default $SHOAL_ADMIN or 127.0.0.1:7947)\n";
+
+constexpr int kPollIntervalMs = 100;
+
+std::string str(const json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+}
+std::uint64_t num(const json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_number_unsigned() ? j[key].get<std::uint64_t>() : 0;
+}
+double real(const json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0;
+}
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+// One request; the parsed JSON on a 2xx, else prints why and sets exit_code.
+std::optional<json> call(AdminClient& client, std::string_view method, std::string_view path, const std::string& body,
+                         int& exit_code) {
+  auto response = client.request(method, path, body);
+  if (!response) {
+    exit_code = report_client_error(response.error());
+    return std::nullopt;
+  }
+  json parsed = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+  if (response->status < 200 || response->status >= 300) {
+    const std::string reason = str(parsed, "error").empty() ? response->body : str(parsed, "error");
+    std::fprintf(stderr, "shoal: the agent refused: %s (HTTP %d)\n", reason.c_str(), response->status);
+    exit_code = 1;
+    return std::nullopt;
+  }
+  if (parsed.is_discarded()) {
+    std::fprintf(stderr, "shoal: the agent sent a reply that is not JSON\n");
+    exit_code = 2;
+    return std::nullopt;
+  }
+  return parsed;
+}
+
+std::string summary(const json& t) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%llu chunks, %s", static_cast<unsigned long long>(num(t, "chunks")),
+                human_bytes(static_cast<double>(num(t, "bytes"))).c_str());
+  return buf;
+}
+
+void sleep_ms(int ms) {
+  struct timespec ts{ms / 1000, static_cast<long>(ms % 1000) * 1'000'000};
+  ::nanosleep(&ts, nullptr);
+}
+
+}  // namespace
+
+int cmd_replicate(Args args) {
+  auto flags = parse_flags(args, FlagSpec{{"admin", "project", "snapshot", "to", "from"}, {"detach", "help"}});
+  if (!flags) {
+    std::fprintf(stderr, "shoal: %s\n%s", flags.error().message.c_str(), kReplicateUsage);
+    return 2;
+  }
+  if (flags->has("help")) {
+    std::fputs(kReplicateUsage, stdout);
+    return 0;
+  }
+  const auto project = flags->get("project");
+  const auto snapshot = flags->get("snapshot");
+  const auto to = flags->get("to");
+  const auto from = flags->get("from");
+  if (!project || !snapshot || to.has_value() == from.has_value()) {
+    std::fprintf(stderr, "shoal: give --project, --snapshot and exactly one of --to and --from\n%s", kReplicateUsage);
+    return 2;
+  }
+  json body{{"project", *project}, {"snapshot", *snapshot}, {"detach", flags->has("detach")}};
+  if (to) {
+    body["to"] = *to;
+  } else {
+    body["from"] = *from;
+  }
+  AdminClient client(admin_address(*flags));
+  int exit_code = 0;
+  auto started = call(client, "POST", "/v1/replicate", body.dump(), exit_code);
+  if (!started) {
+    return exit_code;
+  }
+  const std::uint64_t id = num(*started, "id");
+  const std::string snap = str(*started, "snapshot").substr(0, 12);
+  if (flags->has("detach")) {
+    std::printf("transfer %llu started: snapshot %s of %s to %s (see `shoal transfers`)\n",
+                static_cast<unsigned long long>(id), snap.c_str(), project->c_str(), str(*started, "peer").c_str());
+    return 0;
+  }
+  // Wait for the end. The agent keeps finished transfers for a while, so a
+  // fast copy is still found.
+  const std::string path = "/v1/transfers/" + std::to_string(id);
+  for (;;) {
+    auto t = call(client, "GET", path, "", exit_code);
+    if (!t) {
+      return exit_code;
+    }
+    const std::string state = str(*t, "state");
+    if (state == "done") {
+      std::printf("replicated snapshot %s of %s to %s: %s%s in %.2f s\n", snap.c_str(), project->c_str(),
+                  str(*t, "peer").c_str(), summary(*t).c_str(),
+                  t->value("already_held", false) ? " (the peer held it already)" : "", real(*t, "seconds"));
+      return 0;
+    }
+    if (state == "failed") {
+      std::fprintf(stderr, "shoal: replication of snapshot %s of %s to %s failed: %s (%s)\n", snap.c_str(),
+                   project->c_str(), str(*t, "peer").c_str(), str(*t, "error").c_str(), str(*t, "code").c_str());
+      return 1;
+    }
+    sleep_ms(kPollIntervalMs);
+  }
+}
+
+int cmd_transfers(Args args) {
+  auto flags = parse_flags(args, FlagSpec{{"admin"}, {"json", "help"}});
+  if (!flags) {
+    std::fprintf(stderr, "shoal: %s\n%s", flags.error().message.c_str(), kTransfersUsage);
+    return 2;
+  }
+  if (flags->has("help")) {
+    std::fputs(kTransfersUsage, stdout);
+    return 0;
+  }
+  AdminClient client(admin_address(*flags));
+  int exit_code = 0;
+  auto list = call(client, "GET", "/v1/transfers", "", exit_code);
+  if (!list) {
+    return exit_code;
+  }
+  if (flags->has("json")) {
+    std::printf("%s\n", list->dump(2).c_str());
+    return 0;
+  }
+  const json& transfers = (*list)["transfers"];
+  if (!transfers.is_array() || transfers.empty()) {
+    std::printf("no active or recent transfers\n");
+    return 0;
+  }
+  std::printf("%-5s %-8s %-10s %-16s %-13s %-9s %-28s %s\n", "ID", "DIR", "STATE", "PEER", "SNAPSHOT", "PROJECT",
+              "PROGRESS", "RATE / ERROR");
+  for (const auto& t : transfers) {
+    std::string tail;
+    if (str(t, "state") == "failed") {
+      tail = str(t, "error");
+    } else if (real(t, "bytes_per_second") > 0) {
+      tail = human_bytes(real(t, "bytes_per_second")) + "/s";
+      if (t.contains("eta_seconds")) {
+        char eta[32];
+        std::snprintf(eta, sizeof eta, ", ETA %.0f s", real(t, "eta_seconds"));
+        tail += eta;
+      }
+    }
+    std::printf("%-5llu %-8s %-10s %-16s %-13s %-9s %-28s %s\n", static_cast<unsigned long long>(num(t, "id")),
+                str(t, "direction").c_str(), str(t, "state").c_str(), str(t, "peer").c_str(),
+                str(t, "snapshot").substr(0, 12).c_str(), str(t, "project").c_str(), summary(t).c_str(), tail.c_str());
+  }
+  return 0;
+}
+
+}  // namespace shoal::cli
