@@ -3,7 +3,6 @@
 // 1 the agent refused the request, 2 usage error or agent unreachable.
 
 #include <cstdio>
-#include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 
