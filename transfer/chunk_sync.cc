@@ -62,6 +62,10 @@ Bytes encode_sync_message(const SyncMessage& m) {
     case SyncMessageType::kMissing:
       e.array(3).u64(static_cast<std::uint64_t>(m.type)).u64(m.session).bin(m.id);
       break;
+    case SyncMessageType::kRequest:
+      SHOAL_ASSERT(m.project.size() <= kProjectBytesMax);
+      e.array(4).u64(static_cast<std::uint64_t>(m.type)).u64(m.session).str(m.project).bin(m.id);
+      break;
     case SyncMessageType::kEnd: {
       const std::string text = m.text.substr(0, kEndTextBytesMax);
       e.array(4).u64(static_cast<std::uint64_t>(m.type)).u64(m.session).u64(static_cast<std::uint64_t>(m.code)).str(
@@ -129,6 +133,11 @@ Result<SyncMessage> decode_sync_message(ByteView bytes) {
       break;
     case static_cast<std::uint64_t>(SyncMessageType::kMissing):
       m.type = SyncMessageType::kMissing;
+      r.bin_exact(m.id);
+      break;
+    case static_cast<std::uint64_t>(SyncMessageType::kRequest):
+      m.type = SyncMessageType::kRequest;
+      m.project = r.str(kProjectBytesMax);
       r.bin_exact(m.id);
       break;
     case static_cast<std::uint64_t>(SyncMessageType::kEnd):

@@ -58,14 +58,16 @@ static_assert(kChunkPieceBytesMax + kChunkMessageOverheadMax <= kMessageBytesMax
 static_assert(kGetMessageBytesMax <= kMessageBytesMax);
 static_assert(kGetIdsMax <= kWindowChunksMax);
 
-enum class SyncMessageType : std::uint8_t { kOffer = 1, kGet = 2, kChunk = 3, kMissing = 4, kEnd = 5 };
+// kRequest (a pull) travels before any session exists on the sender; the
+// connection layer handles it (transfer/connection.h), never the state machines.
+enum class SyncMessageType : std::uint8_t { kOffer = 1, kGet = 2, kChunk = 3, kMissing = 4, kEnd = 5, kRequest = 6 };
 
 // One protocol message; which fields matter depends on type (docs/protocol.md).
 struct SyncMessage {
   SyncMessageType type = SyncMessageType::kEnd;
   std::uint64_t session = 0;
-  std::string project;             // kOffer.
-  ChunkId id{};                    // kOffer: the snapshot. kChunk, kMissing: the chunk.
+  std::string project;             // kOffer, kRequest.
+  ChunkId id{};                    // kOffer, kRequest: the snapshot. kChunk, kMissing: the chunk.
   std::uint64_t size_hint = 0;     // kOffer: sender's estimate of the snapshot's bytes (0 = unknown).
   std::vector<ChunkId> ids;        // kGet.
   std::uint64_t total = 0;         // kChunk: the chunk's full size.

@@ -31,10 +31,12 @@ bool TransferConnection::ours(std::uint64_t session) const {
   return responder_sends == (config_.channel.role == ChannelRole::kResponder);
 }
 
-std::uint64_t TransferConnection::new_session_id() {
+std::uint64_t TransferConnection::new_session_id(bool peer_sends) {
+  // The top bit names the sending end: ours for offers, the peer's for pulls.
+  const bool responder_sends = (config_.channel.role == ChannelRole::kResponder) != peer_sends;
   for (;;) {
     std::uint64_t id = random_.next_u64() & ~kResponderSendsBit;
-    if (config_.channel.role == ChannelRole::kResponder) {
+    if (responder_sends) {
       id |= kResponderSendsBit;
     }
     if (id != 0 && id != kResponderSendsBit && !sessions_.contains(id)) {
@@ -60,6 +62,50 @@ Result<std::uint64_t> TransferConnection::offer(Instant now, SyncSource& source,
   s.sender = std::make_unique<SyncSender>(config_.sync, source, id, project, snapshot, size_hint, now);
   sessions_.emplace(id, std::move(s));
   return id;
+}
+
+Result<std::uint64_t> TransferConnection::request(Instant now, SyncSink& sink, const std::string& project,
+                                                  const ChunkId& snapshot) {
+  if (!channel_.established()) {
+    return make_error(Code::kFailedPrecondition, "the channel is not established");
+  }
+  if (sessions_.size() >= kSessionsPerConnectionMax) {
+    return make_error(Code::kResourceExhausted, "too many transfers on this connection");
+  }
+  if (project.size() > kProjectBytesMax) {
+    return make_error(Code::kInvalidArgument, "project name too long");
+  }
+  const std::uint64_t id = new_session_id(/*peer_sends=*/true);
+  const SyncMessage m{.type = SyncMessageType::kRequest, .session = id, .project = project, .id = snapshot};
+  if (auto sent = channel_.send(now, encode_sync_message(m)); !sent) {
+    return std::unexpected(sent.error());
+  }
+  Session s{.role = SessionRole::kReceiver, .project = project, .snapshot = snapshot};
+  s.receiver = std::make_unique<SyncReceiver>(config_.sync, sink, now);
+  s.requested = true;
+  sessions_.emplace(id, std::move(s));
+  return id;
+}
+
+void TransferConnection::serve_request(Instant now, const SyncMessage& m) {
+  const std::uint64_t id = m.session;
+  if (sessions_.size() >= kSessionsPerConnectionMax) {
+    refuse_offer(now, id, Error{Code::kResourceExhausted, "too many transfers on this connection"});
+    return;
+  }
+  if (!config_.accept_request) {
+    refuse_offer(now, id, Error{Code::kFailedPrecondition, "this node serves no pulls"});
+    return;
+  }
+  auto source = config_.accept_request(m.project, m.id);
+  if (!source) {
+    refuse_offer(now, id, source.error());
+    return;
+  }
+  SHOAL_ASSERT(*source != nullptr);
+  Session s{.role = SessionRole::kSender, .project = m.project, .snapshot = m.id};
+  s.sender = std::make_unique<SyncSender>(config_.sync, **source, id, m.project, m.id, 0, now);
+  sessions_.emplace(id, std::move(s));
 }
 
 void TransferConnection::cancel(Instant now, std::uint64_t session, const Error& error) {
@@ -113,8 +159,25 @@ void TransferConnection::route(Instant now, ByteView message) {
       sessions_.emplace(id, std::move(s));
       return;
     }
+    if (decoded->type == SyncMessageType::kRequest && ours(id)) {
+      serve_request(now, *decoded);
+      return;
+    }
     ++stray_messages_;
     return;
+  }
+  if (it->second.requested && it->second.receiver->session() == 0) {
+    // A pull waiting for its offer: only the snapshot asked for, or the peer's refusal.
+    Session& s = it->second;
+    if (decoded->type == SyncMessageType::kEnd) {
+      s.receiver->abort(now, Error{decoded->code == Code::kOk ? Code::kAborted : decoded->code,
+                                   "the peer refused the pull: " + decoded->text});
+      return;
+    }
+    if (decoded->type == SyncMessageType::kOffer && (decoded->project != s.project || decoded->id != s.snapshot)) {
+      s.receiver->abort(now, Error{Code::kAborted, "the peer offered another snapshot than the one pulled"});
+      return;
+    }
   }
   if (it->second.sender) {
     it->second.sender->on_message(now, *decoded);

@@ -30,11 +30,16 @@ inline constexpr std::size_t kSessionsPerConnectionMax = 64;
 // Return the sink (it must outlive the session), or an error sent back to
 // the offering peer (e.g. FailedPrecondition "not a replica of P").
 using OfferAcceptor = std::function<Result<SyncSink*>(const std::string& project, const ChunkId& snapshot)>;
+// Decides whether to serve a snapshot the peer asks for (a pull), and from
+// which store. Return the source (it must outlive the session) or an error
+// sent back to the requesting peer (e.g. NotFound "not held here").
+using RequestAcceptor = std::function<Result<SyncSource*>(const std::string& project, const ChunkId& snapshot)>;
 
 struct ConnectionConfig {
   ChannelConfig channel;
   SyncConfig sync;
   OfferAcceptor accept_offer;  // REQUIRES: set if the peer may offer snapshots.
+  RequestAcceptor accept_request;  // Unset: pulls are refused (FailedPrecondition).
   // Application bytes pulled from the sessions per poll_transmit().
   std::size_t fill_bytes = 256 * 1024;
 };
@@ -73,6 +78,13 @@ class TransferConnection {
   // at kSessionsPerConnectionMax open sessions.
   [[nodiscard]] Result<std::uint64_t> offer(Instant now, SyncSource& source, const std::string& project,
                                             const ChunkId& snapshot, std::uint64_t size_hint);
+  // Asks the peer to send `snapshot` (a pull): opens a receiver session into
+  // `sink` that waits for the peer's OFFER of exactly that snapshot, and sends
+  // REQUEST. The session ends like any other (kSessionDone/kSessionFailed with
+  // role kReceiver; a refusal carries the peer's code and text). Same errors
+  // as offer(); ResourceExhausted also when the channel's buffer is full.
+  [[nodiscard]] Result<std::uint64_t> request(Instant now, SyncSink& sink, const std::string& project,
+                                              const ChunkId& snapshot);
   // Ends one session (either role), telling the peer. No-op if unknown.
   void cancel(Instant now, std::uint64_t session, const Error& error);
   // Ends every session (Aborted, "closing") and sends the channel's close frame.
@@ -99,13 +111,15 @@ class TransferConnection {
     ChunkId snapshot{};
     std::unique_ptr<SyncSender> sender;
     std::unique_ptr<SyncReceiver> receiver;
+    bool requested = false;  // Receiver opened by request(): the offer must match.
   };
 
   void route(Instant now, ByteView message);
   void fill(Instant now);
   void reap();
   void after_channel_input(Instant now);
-  std::uint64_t new_session_id();
+  std::uint64_t new_session_id(bool peer_sends = false);
+  void serve_request(Instant now, const SyncMessage& request);
   bool ours(std::uint64_t session) const;
   void refuse_offer(Instant now, std::uint64_t session, const Error& error);
 

@@ -245,12 +245,24 @@ Result<gossip::Member> TransferService::find_member(const std::string& spec) con
 }
 
 Result<std::uint64_t> TransferService::replicate(const ReplicateRequest& request) {
-  if (request.from) {
-    // Pull needs a request message in the protocol (docs/protocol.md, open items).
-    return make_error(Code::kFailedPrecondition,
-                      "pull (--from) is not supported yet; run `shoal replicate --to` on the node that holds the snapshot");
-  }
   SHOAL_TRY_STATUS(storage::validate_project(request.project));
+  if (request.from) {
+    // This node does not hold the snapshot, so it cannot resolve a prefix or
+    // "latest": a pull names the full id.
+    auto bytes = from_hex(request.snapshot);
+    if (!bytes || bytes->size() != kHashBytes) {
+      return make_error(Code::kInvalidArgument, "a pull needs the snapshot's full id (64 hex digits, from "
+                                                "`shoal snapshot list` on the node that holds it)");
+    }
+    storage::ChunkId id{};
+    std::copy(bytes->begin(), bytes->end(), id.begin());
+    auto member = find_member(*request.from);
+    if (!member) {
+      return std::unexpected(member.error());
+    }
+    return net_->pull(TransferPeer{.name = member->name, .address = member->addr, .key = member->public_key},
+                      request.project, id);
+  }
   auto snapshot = store_->find(request.snapshot, request.project);
   if (!snapshot) {
     return std::unexpected(snapshot.error());

@@ -31,7 +31,7 @@ struct ReplicateRequest {
   std::string project;
   std::string snapshot;  // Full id, unique hex prefix, or "latest".
   std::optional<std::string> to;    // Node name or id prefix: push.
-  std::optional<std::string> from;  // Pull.
+  std::optional<std::string> from;  // Pull: snapshot must be a full id.
 };
 
 class TransferBackend {

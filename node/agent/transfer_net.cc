@@ -33,10 +33,17 @@ struct TransferNet::Conn {
     std::string project;
     storage::ChunkId snapshot{};
     std::uint64_t size_hint = 0;
+    bool pull = false;  // Ask the peer to send (request) instead of offering.
   };
   struct Receive {
     std::uint64_t transfer_id = 0;
     std::unique_ptr<storage::StoreSink> sink;
+    std::uint64_t session = 0;  // Known for pulls; offers are matched by project and snapshot.
+  };
+  struct Served {  // A pull the peer asked of us: matched by project and snapshot.
+    std::uint64_t transfer_id = 0;
+    std::string project;
+    storage::ChunkId snapshot{};
   };
 
   TransferNet* net = nullptr;
@@ -57,6 +64,7 @@ struct TransferNet::Conn {
   std::deque<PendingOffer> pending;               // Waiting for the handshake.
   std::map<std::uint64_t, std::uint64_t> sends;   // Session id -> transfer id.
   std::vector<Receive> receives;                  // Session ids are not known to the acceptor.
+  std::vector<Served> served;
 };
 
 struct TransferNet::WriteReq {
@@ -152,6 +160,9 @@ transfer::ConnectionConfig TransferNet::config_for(Conn& conn, transfer::Channel
   config.accept_offer = [this, c](const std::string& project, const storage::ChunkId& snapshot) {
     return accept_offer(*c, project, snapshot);
   };
+  config.accept_request = [this, c](const std::string& project, const storage::ChunkId& snapshot) {
+    return accept_request(*c, project, snapshot);
+  };
   return config;
 }
 
@@ -213,6 +224,69 @@ void TransferNet::adopt(uv_os_sock_t fd, ByteView first_bytes) {
   pump(*c);
 }
 
+Result<TransferNet::Conn*> TransferNet::connection_to(const TransferPeer& peer) {
+  // Reuse an open connection to the same key; otherwise dial.
+  for (auto& candidate : conns_) {
+    if (!candidate->closing && !candidate->ending && candidate->peer_key == peer.key) {
+      return candidate.get();
+    }
+  }
+  if (conns_.size() >= kTransferConnectionsMax) {
+    return make_error(Code::kResourceExhausted, "too many transfer connections");
+  }
+  auto addr = to_sockaddr(peer.address);
+  if (!addr) {
+    return std::unexpected(addr.error());
+  }
+  Conn* c = new_conn(true, peer.name);
+  c->peer_key = peer.key;
+  c->conn = std::make_unique<transfer::TransferConnection>(config_for(*c, transfer::ChannelRole::kInitiator),
+                                                           identity_, random_, monotonic_now(), &metrics_.channel);
+  c->connect.data = c;
+  const int rc = uv_tcp_connect(&c->connect, &c->tcp, reinterpret_cast<const sockaddr*>(&*addr),
+                                [](uv_connect_t* req, int status) {
+                                  auto* conn = static_cast<Conn*>(req->data);
+                                  conn->net->on_connected(*conn, status);
+                                });
+  if (rc != 0) {
+    close_conn(*c);
+    return std::unexpected(from_uv(rc, "connect to " + peer.address.to_string()));
+  }
+  ++metrics_.connections_out;
+  return c;
+}
+
+Result<std::uint64_t> TransferNet::pull(const TransferPeer& peer, const std::string& project,
+                                        const storage::ChunkId& snapshot) {
+  if (closing_) {
+    return make_error(Code::kUnavailable, "the agent is shutting down");
+  }
+  if (active_.size() >= kTransfersActiveMax) {
+    return make_error(Code::kResourceExhausted, std::to_string(active_.size()) + " transfers are running already");
+  }
+  SHOAL_TRY_STATUS(storage::validate_project(project));
+  auto conn = connection_to(peer);
+  if (!conn) {
+    return std::unexpected(conn.error());
+  }
+  Conn* c = *conn;
+  TransferInfo info;
+  info.id = next_transfer_id_++;
+  info.direction = TransferDirection::kReceive;
+  info.peer = peer.name;
+  info.project = project;
+  info.snapshot = snapshot;
+  info.state = TransferState::kConnecting;
+  info.started = monotonic_now();
+  active_.push_back(info);
+  c->pending.push_back(Conn::PendingOffer{.transfer_id = info.id, .project = project, .snapshot = snapshot, .pull = true});
+  if (c->conn->channel().established()) {
+    start_pending_offers(*c, monotonic_now());
+    pump(*c);
+  }
+  return info.id;
+}
+
 Result<std::uint64_t> TransferNet::push(const TransferPeer& peer, const std::string& project,
                                         const storage::ChunkId& snapshot) {
   if (closing_) {
@@ -231,38 +305,11 @@ Result<std::uint64_t> TransferNet::push(const TransferPeer& peer, const std::str
     return make_error(Code::kNotFound, "snapshot " + to_hex(snapshot).substr(0, 12) + " of project '" + project +
                                            "' is not held by this node");
   }
-  // Reuse an open connection to the same key; otherwise dial.
-  Conn* c = nullptr;
-  for (auto& candidate : conns_) {
-    if (!candidate->closing && !candidate->ending && candidate->peer_key == peer.key) {
-      c = candidate.get();
-      break;
-    }
+  auto conn = connection_to(peer);
+  if (!conn) {
+    return std::unexpected(conn.error());
   }
-  if (c == nullptr) {
-    if (conns_.size() >= kTransferConnectionsMax) {
-      return make_error(Code::kResourceExhausted, "too many transfer connections");
-    }
-    auto addr = to_sockaddr(peer.address);
-    if (!addr) {
-      return std::unexpected(addr.error());
-    }
-    c = new_conn(true, peer.name);
-    c->peer_key = peer.key;
-    c->conn = std::make_unique<transfer::TransferConnection>(config_for(*c, transfer::ChannelRole::kInitiator),
-                                                             identity_, random_, monotonic_now(), &metrics_.channel);
-    c->connect.data = c;
-    const int rc = uv_tcp_connect(&c->connect, &c->tcp, reinterpret_cast<const sockaddr*>(&*addr),
-                                  [](uv_connect_t* req, int status) {
-                                    auto* conn = static_cast<Conn*>(req->data);
-                                    conn->net->on_connected(*conn, status);
-                                  });
-    if (rc != 0) {
-      close_conn(*c);
-      return std::unexpected(from_uv(rc, "connect to " + peer.address.to_string()));
-    }
-    ++metrics_.connections_out;
-  }
+  Conn* c = *conn;
   TransferInfo info;
   info.id = next_transfer_id_++;
   info.direction = TransferDirection::kSend;
@@ -471,12 +518,22 @@ void TransferNet::start_pending_offers(Conn& c, Instant now) {
   while (!c.pending.empty()) {
     Conn::PendingOffer offer = std::move(c.pending.front());
     c.pending.pop_front();
-    auto session = c.conn->offer(now, source_, offer.project, offer.snapshot, offer.size_hint);
-    if (!session) {
-      finish(offer.transfer_id, TransferState::kFailed, session.error(), {}, now);
-      continue;
+    if (offer.pull) {
+      auto sink = std::make_unique<storage::StoreSink>(store_, offer.project, offer.snapshot);
+      auto session = c.conn->request(now, *sink, offer.project, offer.snapshot);
+      if (!session) {
+        finish(offer.transfer_id, TransferState::kFailed, session.error(), {}, now);
+        continue;
+      }
+      c.receives.push_back(Conn::Receive{.transfer_id = offer.transfer_id, .sink = std::move(sink), .session = *session});
+    } else {
+      auto session = c.conn->offer(now, source_, offer.project, offer.snapshot, offer.size_hint);
+      if (!session) {
+        finish(offer.transfer_id, TransferState::kFailed, session.error(), {}, now);
+        continue;
+      }
+      c.sends[*session] = offer.transfer_id;
     }
-    c.sends[*session] = offer.transfer_id;
     for (auto& info : active_) {
       if (info.id == offer.transfer_id) {
         info.state = TransferState::kActive;
@@ -506,6 +563,35 @@ Result<transfer::SyncSink*> TransferNet::accept_offer(Conn& c, const std::string
   return c.receives.back().sink.get();
 }
 
+Result<transfer::SyncSource*> TransferNet::accept_request(Conn& c, const std::string& project,
+                                                          const storage::ChunkId& snapshot) {
+  SHOAL_TRY_STATUS(storage::validate_project(project));
+  if (active_.size() >= kTransfersActiveMax) {
+    return make_error(Code::kResourceExhausted, "the sender runs too many transfers; retry later");
+  }
+  auto held = store_.list(project);
+  if (!held) {
+    return std::unexpected(held.error());
+  }
+  if (std::none_of(held->begin(), held->end(), [&](const auto& s) { return s.id == snapshot; })) {
+    return make_error(Code::kNotFound, "snapshot " + to_hex(snapshot).substr(0, 12) + " of project '" + project +
+                                           "' is not held by the node asked");
+  }
+  TransferInfo info;
+  info.id = next_transfer_id_++;
+  info.direction = TransferDirection::kSend;
+  info.peer = c.peer_label;
+  info.project = project;
+  info.snapshot = snapshot;
+  info.state = TransferState::kActive;
+  info.started = monotonic_now();
+  active_.push_back(info);
+  c.served.push_back(Conn::Served{.transfer_id = info.id, .project = project, .snapshot = snapshot});
+  spdlog::info("transfer {}: sending snapshot {} of '{}' to {} (pulled)", info.id, to_hex(snapshot).substr(0, 12),
+               project, c.peer_label);
+  return &source_;
+}
+
 void TransferNet::handle_event(Conn& c, transfer::ConnectionEvent& e) {
   using Kind = transfer::ConnectionEvent::Kind;
   const Instant now = monotonic_now();
@@ -524,15 +610,25 @@ void TransferNet::handle_event(Conn& c, transfer::ConnectionEvent& e) {
         if (auto it = c.sends.find(e.session); it != c.sends.end()) {
           transfer_id = it->second;
           c.sends.erase(it);
+        } else if (auto served = std::find_if(c.served.begin(), c.served.end(), [&](const Conn::Served& x) {
+                     return x.snapshot == e.snapshot && x.project == e.project;
+                   });
+                   served != c.served.end()) {
+          transfer_id = served->transfer_id;
+          c.served.erase(served);
         }
         if (ok) {
           metrics_.chunks_sent += e.progress.chunks_transferred;
           metrics_.bytes_sent += e.progress.bytes_transferred;
         }
       } else {
-        auto it = std::find_if(c.receives.begin(), c.receives.end(), [&](const Conn::Receive& r) {
-          return r.sink->snapshot() == e.snapshot && r.sink->project() == e.project;
-        });
+        auto it = std::find_if(c.receives.begin(), c.receives.end(),
+                               [&](const Conn::Receive& r) { return r.session != 0 && r.session == e.session; });
+        if (it == c.receives.end()) {
+          it = std::find_if(c.receives.begin(), c.receives.end(), [&](const Conn::Receive& r) {
+            return r.session == 0 && r.sink->snapshot() == e.snapshot && r.sink->project() == e.project;
+          });
+        }
         if (it != c.receives.end()) {
           transfer_id = it->transfer_id;
           metrics_.chunks_received += it->sink->counters().chunks_stored;
@@ -617,8 +713,12 @@ void TransferNet::fail_conn(Conn& c, const Error& error) {
   for (const auto& p : c.pending) {
     finish(p.transfer_id, TransferState::kFailed, error, {}, now);
   }
+  for (const auto& x : c.served) {
+    finish(x.transfer_id, TransferState::kFailed, error, {}, now);
+  }
   c.sends.clear();
   c.pending.clear();
+  c.served.clear();
   spdlog::warn("transfer connection with {}: {}", c.peer_label, error.to_string());
   close_conn(c);
 }
@@ -640,8 +740,12 @@ void TransferNet::close_conn(Conn& c) {
   for (const auto& p : c.pending) {
     finish(p.transfer_id, TransferState::kFailed, Error{Code::kAborted, "connection closed"}, {}, now);
   }
+  for (const auto& x : c.served) {
+    finish(x.transfer_id, TransferState::kFailed, Error{Code::kAborted, "connection closed"}, {}, now);
+  }
   c.sends.clear();
   c.pending.clear();
+  c.served.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp), on_conn_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&c.timer), on_conn_handle_closed);
 }

@@ -104,6 +104,9 @@ class TransferNet {
   // peer.key) or reusing an open connection to it. NotFound if the snapshot is
   // not committed here; ResourceExhausted at a limit.
   Result<std::uint64_t> push(const TransferPeer& peer, const std::string& project, const storage::ChunkId& snapshot);
+  // Asks the peer to send `snapshot` of `project` here (a pull), dialing it or
+  // reusing an open connection. The peer refuses (NotFound) if it lacks it.
+  Result<std::uint64_t> pull(const TransferPeer& peer, const std::string& project, const storage::ChunkId& snapshot);
 
   // Active transfers, then recent ones, newest first.
   std::vector<TransferInfo> transfers() const;
@@ -125,6 +128,9 @@ class TransferNet {
 
  private:
   Conn* new_conn(bool outbound, const std::string& peer_label);
+  Result<Conn*> connection_to(const TransferPeer& peer);
+  Result<transfer::SyncSource*> accept_request(Conn& conn, const std::string& project,
+                                               const storage::ChunkId& snapshot);
   void start_reading(Conn& conn);
   void pump(Conn& conn);
   void handle_event(Conn& conn, transfer::ConnectionEvent& event);

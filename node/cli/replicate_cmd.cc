@@ -21,9 +21,9 @@ using nlohmann::json;
 constexpr const char* kReplicateUsage =
     "usage: shoal replicate --project ID --snapshot S (--to NODE | --from NODE) [--detach] [--admin HOST:PORT]\n"
     "  --project ID        the project\n"
-    "  --snapshot S        snapshot id, unique hex prefix, or 'latest'\n"
+    "  --snapshot S        snapshot id, unique hex prefix, or 'latest' (a pull needs the full id)\n"
     "  --to NODE           push to this node (name or id prefix, as `shoal members` shows)\n"
-    "  --from NODE         pull from this node (not supported yet)\n"
+    "  --from NODE         pull from this node\n"
     "  --detach            return at once with the transfer id instead of waiting\n"
     "  --admin HOST:PORT   the agent's admin API (default $SHOAL_ADMIN or 127.0.0.1:7947)\n";
 
@@ -140,14 +140,14 @@ int cmd_replicate(Args args) {
     }
     const std::string state = str(*t, "state");
     if (state == "done") {
-      std::printf("replicated snapshot %s of %s to %s: %s%s in %.2f s\n", snap.c_str(), project->c_str(),
-                  str(*t, "peer").c_str(), summary(*t).c_str(),
+      std::printf("replicated snapshot %s of %s %s %s: %s%s in %.2f s\n", snap.c_str(), project->c_str(),
+                  to ? "to" : "from", str(*t, "peer").c_str(), summary(*t).c_str(),
                   t->value("already_held", false) ? " (the peer held it already)" : "", real(*t, "seconds"));
       return 0;
     }
     if (state == "failed") {
-      std::fprintf(stderr, "shoal: replication of snapshot %s of %s to %s failed: %s (%s)\n", snap.c_str(),
-                   project->c_str(), str(*t, "peer").c_str(), str(*t, "error").c_str(), str(*t, "code").c_str());
+      std::fprintf(stderr, "shoal: replication of snapshot %s of %s %s %s failed: %s (%s)\n", snap.c_str(),
+                   project->c_str(), to ? "to" : "from", str(*t, "peer").c_str(), str(*t, "error").c_str(), str(*t, "code").c_str());
       return 1;
     }
     sleep_ms(kPollIntervalMs);

@@ -131,6 +131,26 @@ class TransferTest(unittest.TestCase):
         r = a.cli("replicate", "--project", "p", "--snapshot", snap, check=False)
         self.assertEqual(r.returncode, 2)
 
+    def test_pull_restores_byte_identical(self):
+        c, (a, b) = self.two_agents(4)
+        src = os.path.join(c.root, "src")
+        make_tree(src, 5, files=10)
+        snap = self.snapshot(a, "p", src)
+        r = b.cli("replicate", "--project", "p", "--snapshot", snap, "--from", a.name)
+        self.assertIn("from " + a.name, r.stdout)
+        out = os.path.join(c.root, "out")
+        self.restore(b, "p", snap, out)
+        self.assertTrue(same_tree(src, out))
+        served = self.transfers(a)[0]
+        self.assertEqual((served["direction"], served["state"]), ("send", "done"))
+        # A prefix cannot be resolved by the puller; an unheld id is refused by the holder.
+        r = b.cli("replicate", "--project", "p", "--snapshot", snap[:12], "--from", a.name, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("full id", r.stderr)
+        r = b.cli("replicate", "--project", "p", "--snapshot", "ab" * 32, "--from", a.name, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not held", r.stderr)
+
     def test_receiver_kill9_mid_transfer_then_resume_sends_only_the_rest(self):
         c, (a, b) = self.two_agents(3)
         src = os.path.join(c.root, "src")

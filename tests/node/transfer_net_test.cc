@@ -168,6 +168,33 @@ TEST_F(TransferNetTest, PushedSnapshotRestoresByteIdenticalOnTheReceiver) {
   EXPECT_EQ(a_->metrics().connections_out, 1u);
 }
 
+TEST_F(TransferNetTest, PulledSnapshotArrivesAndAnUnheldOneIsRefused) {
+  const auto s = Save("p", 4, 10);
+  // b pulls from a: a listens too.
+  ASSERT_TRUE(a_->listen(Address{"127.0.0.1", 0}));
+  const TransferPeer alice{.name = "alice", .address = a_->bound_address(), .key = alice_.public_key()};
+  auto id = b_->pull(alice, "p", s.id);
+  ASSERT_TRUE(id) << id.error().to_string();
+  ASSERT_TRUE(RunUntil([&] { return !finished_a_.empty() && !finished_b_.empty(); }));
+  ASSERT_EQ(finished_b_[0].state, TransferState::kDone) << finished_b_[0].error.to_string();
+  EXPECT_EQ(finished_b_[0].id, *id);
+  EXPECT_EQ(finished_b_[0].direction, TransferDirection::kReceive);
+  EXPECT_EQ(finished_a_[0].state, TransferState::kDone);
+  EXPECT_EQ(finished_a_[0].direction, TransferDirection::kSend);
+  auto held = store_b_->find(to_hex(s.id), "p");
+  ASSERT_TRUE(held) << held.error().to_string();
+  const std::string out = (base_ / "out").string();
+  ASSERT_TRUE(store_b_->restore(*held, out));
+  EXPECT_EQ(storage::testing::describe(out), storage::testing::describe(src_));
+
+  storage::ChunkId unheld{};
+  unheld[0] = 1;
+  ASSERT_TRUE(b_->pull(alice, "p", unheld));
+  ASSERT_TRUE(RunUntil([&] { return finished_b_.size() == 2; }));
+  EXPECT_EQ(finished_b_[1].state, TransferState::kFailed);
+  EXPECT_EQ(finished_b_[1].error.code, Code::kNotFound) << finished_b_[1].error.to_string();
+}
+
 TEST_F(TransferNetTest, WrongPinnedKeyFailsTheHandshakeAndStoresNothing) {
   const auto s = Save("p", 2, 5);
   TransferPeer wrong = Bob();

@@ -36,6 +36,13 @@ class TransferConnectionTest : public ::testing::Test {
       }
       return &sink;
     };
+    FakeStore* source = role == ChannelRole::kInitiator ? &store_a_ : &store_b_;
+    c.accept_request = [source](const std::string& project, const ChunkId&) -> Result<SyncSource*> {
+      if (project == "refused") {
+        return make_error(Code::kNotFound, "not held here");
+      }
+      return source;
+    };
     return c;
   }
   void Connect() {
@@ -122,6 +129,35 @@ TEST_F(TransferConnectionTest, TransfersRunBothWaysAtOnce) {
   EXPECT_TRUE(sink_a_.committed.contains(s2));
   EXPECT_EQ(Kinds(events_a_), (std::vector<Kind>{Kind::kEstablished, Kind::kSessionDone, Kind::kSessionDone}));
   EXPECT_EQ(Kinds(events_b_), (std::vector<Kind>{Kind::kEstablished, Kind::kSessionDone, Kind::kSessionDone}));
+  EXPECT_EQ(a_->sessions(), 0u);
+  EXPECT_EQ(b_->sessions(), 0u);
+}
+
+TEST_F(TransferConnectionTest, PullBringsTheRequestedSnapshot) {
+  Connect();
+  const ChunkId s1 = Snapshot(store_b_, 12, 40);
+  auto id = a_->request(now_, sink_a_, "p", s1);
+  ASSERT_TRUE(id) << id.error().to_string();
+  EXPECT_EQ(*id >> 63, 1u);  // The responder (b) sends.
+  Pump();
+  EXPECT_TRUE(sink_a_.committed.contains(s1));
+  ASSERT_EQ(Kinds(events_a_), (std::vector<Kind>{Kind::kEstablished, Kind::kSessionDone}));
+  EXPECT_EQ(events_a_[1].role, SessionRole::kReceiver);
+  EXPECT_EQ(events_a_[1].session, *id);
+  EXPECT_EQ(events_a_[1].progress.chunks_transferred, 13u);
+  ASSERT_EQ(Kinds(events_b_), (std::vector<Kind>{Kind::kEstablished, Kind::kSessionDone}));
+  EXPECT_EQ(events_b_[1].role, SessionRole::kSender);
+}
+
+TEST_F(TransferConnectionTest, RefusedPullFailsWithThePeersReason) {
+  Connect();
+  auto id = b_->request(now_, sink_b_, "refused", ChunkId{});
+  ASSERT_TRUE(id);
+  Pump();
+  ASSERT_EQ(Kinds(events_b_), (std::vector<Kind>{Kind::kEstablished, Kind::kSessionFailed}));
+  EXPECT_EQ(events_b_[1].error.code, Code::kNotFound) << events_b_[1].error.to_string();
+  EXPECT_NE(events_b_[1].error.message.find("not held here"), std::string::npos);
+  EXPECT_TRUE(sink_b_.committed.empty());
   EXPECT_EQ(a_->sessions(), 0u);
   EXPECT_EQ(b_->sessions(), 0u);
 }
