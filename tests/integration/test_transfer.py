@@ -12,6 +12,7 @@ import filecmp
 import json
 import os
 import random
+import socket
 import subprocess
 import time
 import unittest
@@ -150,6 +151,26 @@ class TransferTest(unittest.TestCase):
         r = b.cli("replicate", "--project", "p", "--snapshot", "ab" * 32, "--from", a.name, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("not held", r.stderr)
+
+    def test_stranger_without_the_cluster_key_is_refused_and_counted(self):
+        c, (a, b) = self.two_agents(5)
+        # A transfer preamble and a well-formed message 1 under a key the cluster does not hold,
+        # sent to the shared gossip/transfer TCP port.
+        body = bytes([0x93, 0x01, 0xc4, 0x20]) + os.urandom(32) + bytes([0xc4, 0x10]) + os.urandom(16)
+        hello = b"SHOALTX\x01" + len(body).to_bytes(4, "big") + body
+        with socket.create_connection(("127.0.0.1", a.gossip_port), timeout=5) as s:
+            s.sendall(hello)
+            s.settimeout(5)
+            self.assertEqual(s.recv(100), b"")  # Closed without a word.
+        c.wait_for(lambda: 'shoal_transfer_channel_failures_total{reason="wrong_cluster_key"} 1'
+                   in urllib_get(a, "/metrics"), 10, "the refusal to be counted")
+        # Garbage after the 'S' is malformed, also refused; gossip is undisturbed.
+        with socket.create_connection(("127.0.0.1", a.gossip_port), timeout=5) as s:
+            s.sendall(b"SHOALTX\x01" + b"\xff" * 64)
+            s.settimeout(5)
+            self.assertEqual(s.recv(100), b"")
+        self.assertTrue(c.converged())
+        self.assertEqual(self.transfers(a), [])
 
     def test_receiver_kill9_mid_transfer_then_resume_sends_only_the_rest(self):
         c, (a, b) = self.two_agents(3)
