@@ -216,6 +216,14 @@ Result<std::unique_ptr<TransferService>> TransferService::open(uv_loop_t* loop, 
     return make_error(Code::kPermissionDenied, "node " + id.short_hex() + " is not a member of this mesh");
   };
   service->net_ = std::make_unique<TransferNet>(loop, identity, keyring, random, *service->store_, authorize);
+  service->net_->set_peer_namer([self](const PublicKey& key) {
+    for (const auto& m : self->members_()) {
+      if (m.public_key == key) {
+        return m.name;
+      }
+    }
+    return std::string();
+  });
   return service;
 }
 

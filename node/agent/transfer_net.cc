@@ -599,6 +599,11 @@ void TransferNet::handle_event(Conn& c, transfer::ConnectionEvent& e) {
     case Kind::kEstablished:
       if (!c.outbound) {
         c.peer_key = c.conn->channel().peer_key();
+        if (namer_ && c.peer_key) {
+          if (std::string name = namer_(*c.peer_key); !name.empty()) {
+            c.peer_label = std::move(name);
+          }
+        }
       }
       start_pending_offers(c, now);
       break;

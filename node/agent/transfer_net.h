@@ -113,6 +113,9 @@ class TransferNet {
   std::optional<TransferInfo> transfer(std::uint64_t id) const;
   // Called once per transfer when it ends (done or failed).
   void set_on_finished(FinishedFn fn) { on_finished_ = std::move(fn); }
+  // Names an authenticated inbound peer by its key (e.g. its member name) for
+  // the transfer list; "" keeps its address.
+  void set_peer_namer(std::function<std::string(const PublicKey&)> namer) { namer_ = std::move(namer); }
   // Bytes per second for all transfer connections together; 0 = unlimited.
   void set_rate_limit(std::uint64_t bytes_per_second);
   std::uint64_t rate_limit() const { return bucket_.rate(); }
@@ -167,6 +170,7 @@ class TransferNet {
   std::deque<TransferInfo> recent_;  // <= kTransfersRecentMax, newest first.
   TransferMetrics metrics_;
   FinishedFn on_finished_;
+  std::function<std::string(const PublicKey&)> namer_;
 };
 
 }  // namespace shoal::agent
