@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <cstdio>
 
@@ -56,7 +57,10 @@ Result<std::unique_ptr<Env>> Env::open(const std::string& path, const EnvOptions
   mdb_env_set_mapsize(env, options.map_size_bytes);
   mdb_env_set_maxdbs(env, options.tables_max);
   mdb_env_set_maxreaders(env, 256);
-  const unsigned flags = MDB_NOTLS | (options.read_only ? MDB_RDONLY : 0u);
+  // MDB_NORDAHEAD: madvise(MADV_RANDOM) on the map. Reads are random B-tree
+  // probes; read-ahead and fault-around would map neighbouring pages too and
+  // inflate resident memory several times over.
+  const unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (options.read_only ? MDB_RDONLY : 0u);
   rc = mdb_env_open(env, path.c_str(), flags, 0600);
   if (rc != 0) {
     mdb_env_close(env);
@@ -95,9 +99,16 @@ void Env::find_map() {
 }
 
 void Env::release_mapped_pages() {
-  if (map_addr_ != nullptr) {
-    ::madvise(map_addr_, map_bytes_, MADV_DONTNEED);
+  if (map_addr_ == nullptr) {
+    return;
   }
+  // Only the used part of the (mostly reserved) map can hold pages.
+  MDB_envinfo info{};
+  std::size_t bytes = map_bytes_;
+  if (mdb_env_info(env_, &info) == 0) {
+    bytes = std::min(bytes, (static_cast<std::size_t>(info.me_last_pgno) + 1) * static_cast<std::size_t>(::getpagesize()));
+  }
+  ::madvise(map_addr_, bytes, MADV_DONTNEED);
 }
 
 Result<MDB_dbi> Env::table(const std::string& name) {
