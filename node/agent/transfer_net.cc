@@ -542,7 +542,22 @@ void TransferNet::start_pending_offers(Conn& c, Instant now) {
   }
 }
 
+void TransferNet::name_peer(Conn& c) {
+  if (c.outbound || c.peer_key || !c.conn->channel().peer_key()) {
+    return;
+  }
+  c.peer_key = c.conn->channel().peer_key();
+  if (namer_) {
+    if (std::string name = namer_(*c.peer_key); !name.empty()) {
+      c.peer_label = std::move(name);
+    }
+  }
+}
+
 Result<transfer::SyncSink*> TransferNet::accept_offer(Conn& c, const std::string& project, const storage::ChunkId& snapshot) {
+  // The peer's first offer can arrive with its last handshake message, before
+  // the established event is handled.
+  name_peer(c);
   SHOAL_TRY_STATUS(storage::validate_project(project));
   if (active_.size() >= kTransfersActiveMax) {
     return make_error(Code::kResourceExhausted, "the receiver runs too many transfers; retry later");
@@ -565,6 +580,7 @@ Result<transfer::SyncSink*> TransferNet::accept_offer(Conn& c, const std::string
 
 Result<transfer::SyncSource*> TransferNet::accept_request(Conn& c, const std::string& project,
                                                           const storage::ChunkId& snapshot) {
+  name_peer(c);
   SHOAL_TRY_STATUS(storage::validate_project(project));
   if (active_.size() >= kTransfersActiveMax) {
     return make_error(Code::kResourceExhausted, "the sender runs too many transfers; retry later");
@@ -597,14 +613,7 @@ void TransferNet::handle_event(Conn& c, transfer::ConnectionEvent& e) {
   const Instant now = monotonic_now();
   switch (e.kind) {
     case Kind::kEstablished:
-      if (!c.outbound) {
-        c.peer_key = c.conn->channel().peer_key();
-        if (namer_ && c.peer_key) {
-          if (std::string name = namer_(*c.peer_key); !name.empty()) {
-            c.peer_label = std::move(name);
-          }
-        }
-      }
+      name_peer(c);
       start_pending_offers(c, now);
       break;
     case Kind::kSessionDone:

@@ -138,6 +138,7 @@ class TransferNet {
   void pump(Conn& conn);
   void handle_event(Conn& conn, transfer::ConnectionEvent& event);
   void start_pending_offers(Conn& conn, Instant now);
+  void name_peer(Conn& conn);  // Inbound, once authenticated: key and label.
   void fail_conn(Conn& conn, const Error& error);
   void finish(std::uint64_t transfer_id, TransferState state, const Error& error,
               const transfer::SyncProgress& progress, Instant now);

@@ -92,7 +92,7 @@ class TransferTest(unittest.TestCase):
         self.assertEqual((sent["direction"], sent["state"], sent["peer"]), ("send", "done", b.name))
         self.assertGreater(sent["chunks"], 0)
         received = self.transfers(b)[0]
-        self.assertEqual((received["direction"], received["state"]), ("receive", "done"))
+        self.assertEqual((received["direction"], received["state"], received["peer"]), ("receive", "done", a.name))
         # Again: the receiver holds it; nothing is sent.
         a.cli("replicate", "--project", "p1", "--snapshot", snap, "--to", b.name)
         self.assertEqual(self.transfers(a)[0]["chunks"], 0)
