@@ -28,6 +28,47 @@ Result<Bytes> StoreSource::read(const ChunkId& id) {
 StoreSink::StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot)
     : store_(store), project_(std::move(project)), snapshot_(snapshot) {}
 
+StoreSink::~StoreSink() {
+  // Verified chunks are worth keeping for the next attempt; a failure here
+  // only means they are fetched again.
+  (void)flush();
+}
+
+Status StoreSink::flush() {
+  if (batch_.empty()) {
+    return {};
+  }
+  SHOAL_ASSERT(fence_.has_value());  // Taken by the put() that opened the batch.
+  auto txn = Txn::begin_write(store_.env());
+  if (!txn) {
+    batch_.clear();
+    batch_bytes_ = 0;
+    return std::unexpected(txn.error());
+  }
+  std::uint64_t stored = 0;
+  std::uint64_t stored_bytes = 0;
+  for (const auto& [id, bytes] : batch_) {
+    auto added = store_.chunks().put_encoded(*txn, id, bytes);
+    if (!added) {
+      batch_.clear();
+      batch_bytes_ = 0;
+      return std::unexpected(added.error());
+    }
+    if (*added) {
+      ++stored;
+      stored_bytes += bytes.size();
+    }
+  }
+  const std::uint64_t duplicates = batch_.size() - stored;
+  batch_.clear();
+  batch_bytes_ = 0;
+  SHOAL_TRY_STATUS(txn->commit());
+  counters_.chunks_stored += stored;
+  counters_.bytes_stored += stored_bytes;
+  counters_.chunks_duplicate += duplicates;
+  return {};
+}
+
 Status StoreSink::ensure_fence() {
   if (fence_) {
     return {};
@@ -51,6 +92,7 @@ Status StoreSink::ensure_fence() {
 
 Result<bool> StoreSink::has_snapshot(const ChunkId& snapshot) {
   SHOAL_TRY_STATUS(ensure_fence());
+  SHOAL_TRY_STATUS(flush());
   auto all = store_.list(project_);
   if (!all) {
     return std::unexpected(all.error());
@@ -65,6 +107,7 @@ Result<bool> StoreSink::has_snapshot(const ChunkId& snapshot) {
 
 Result<std::vector<ChunkId>> StoreSink::missing(std::span<const ChunkId> ids) {
   SHOAL_TRY_STATUS(ensure_fence());
+  SHOAL_TRY_STATUS(flush());
   auto txn = Txn::begin_read(store_.env());
   if (!txn) {
     return std::unexpected(txn.error());
@@ -74,23 +117,26 @@ Result<std::vector<ChunkId>> StoreSink::missing(std::span<const ChunkId> ids) {
 
 Status StoreSink::put(const ChunkId& id, ByteView bytes) {
   SHOAL_TRY_STATUS(ensure_fence());
-  auto added = store_.put_raw_chunk(id, bytes);
-  if (!added) {
-    if (added.error().code == Code::kCorruption) {
+  // The same check ChunkStore::put_raw makes, done now so that a bad chunk is
+  // refused (and refetched) at once; put_encoded then skips it.
+  if (auto plain = decode_chunk(bytes, id); !plain) {
+    if (plain.error().code == Code::kCorruption) {
       ++counters_.chunks_refused;
     }
-    return std::unexpected(added.error());
+    return std::unexpected(plain.error());
   }
-  if (*added) {
-    ++counters_.chunks_stored;
-    counters_.bytes_stored += bytes.size();
-  } else {
-    ++counters_.chunks_duplicate;
+  ++counters_.chunks_accepted;
+  counters_.bytes_accepted += bytes.size();
+  batch_.emplace_back(id, Bytes(bytes.begin(), bytes.end()));
+  batch_bytes_ += bytes.size();
+  if (batch_.size() >= kSinkBatchChunksMax || batch_bytes_ >= kSinkBatchBytesMax) {
+    return flush();
   }
   return {};
 }
 
 Result<Bytes> StoreSink::read(const ChunkId& id) {
+  SHOAL_TRY_STATUS(flush());
   auto raw = store_.get_raw_chunk(id);
   if (!raw) {
     return std::unexpected(raw.error());
@@ -186,6 +232,7 @@ Status StoreSink::commit(const ChunkId& snapshot) {
   if (!offered) {
     return std::unexpected(offered.error());
   }
+  SHOAL_TRY_STATUS(flush());
   auto info = store_.commit_received(snapshot);
   if (!info) {
     return std::unexpected(info.error());

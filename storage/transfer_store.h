@@ -12,6 +12,12 @@
 // Threading: every call is one short LMDB transaction on the caller's thread
 // (SnapshotStore's rules). A sink belongs to one session on one thread.
 //
+// Batching: put() verifies at once but stores in batches (kSinkBatchChunksMax
+// chunks or kSinkBatchBytesMax bytes per write transaction), because each
+// commit costs an fsync. Every other call, and the destructor, stores the
+// open batch first, so the protocol always sees its own puts. A crash loses
+// at most one batch of verified chunks, which the resumed transfer fetches again.
+//
 // Manifest size: storage lets a manifest grow to kStoredChunkPlainMax
 // (256 MiB, a directory of about a million entries); chunk sync's default
 // limit is 32 MiB. A snapshot that storage can make but transfer refuses to
@@ -53,8 +59,13 @@ class StoreSource final : public transfer::SyncSource {
   SnapshotStore& store_;
 };
 
+inline constexpr std::size_t kSinkBatchChunksMax = 256;
+inline constexpr std::size_t kSinkBatchBytesMax = 16u << 20;
+
 struct SinkCounters {
-  std::uint64_t chunks_stored = 0;      // New chunks written.
+  std::uint64_t chunks_accepted = 0;    // put() verified them (stored now or with the batch).
+  std::uint64_t bytes_accepted = 0;
+  std::uint64_t chunks_stored = 0;      // New chunks written (committed).
   std::uint64_t chunks_duplicate = 0;   // put() of a chunk already held.
   std::uint64_t chunks_refused = 0;     // Bytes did not decode to their id.
   std::uint64_t bytes_stored = 0;       // Stored bytes of new chunks.
@@ -64,6 +75,9 @@ struct SinkCounters {
 class StoreSink final : public transfer::SyncSink {
  public:
   StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot);
+  ~StoreSink() override;  // Stores the open batch (errors are logged by nobody: the chunks are refetched).
+  StoreSink(const StoreSink&) = delete;
+  StoreSink& operator=(const StoreSink&) = delete;
 
   // The first call of has_snapshot, missing or put takes the store's gc fence
   // (Unavailable while a gc runs: retry the transfer later); it is held until
@@ -72,8 +86,8 @@ class StoreSink final : public transfer::SyncSink {
   // True if `snapshot` is in this store's catalog under the project.
   Result<bool> has_snapshot(const ChunkId& snapshot) override;
   Result<std::vector<ChunkId>> missing(std::span<const ChunkId> ids) override;
-  // Verifies and stores. Corruption if the bytes are not chunk `id` (nothing
-  // stored).
+  // Verifies, then stores (in the open batch). Corruption if the bytes are
+  // not chunk `id` (nothing stored); a failed batch write is reported here.
   Status put(const ChunkId& id, ByteView bytes) override;
   Result<Bytes> read(const ChunkId& id) override;
   // The offered snapshot's commit references its root tree only (never the
@@ -96,6 +110,8 @@ class StoreSink final : public transfer::SyncSink {
 
  private:
   Status ensure_fence();
+  // Writes the open batch in one transaction.
+  Status flush();
   Result<Commit> load_offered_commit(ByteView stored);
 
   SnapshotStore& store_;
@@ -105,6 +121,8 @@ class StoreSink final : public transfer::SyncSink {
   std::optional<ChunkIdSet> committed_roots_;  // Built on the first complete_below().
   std::optional<SnapshotInfo> committed_;
   SinkCounters counters_;
+  std::vector<std::pair<ChunkId, Bytes>> batch_;
+  std::size_t batch_bytes_ = 0;
 };
 
 }  // namespace shoal::storage

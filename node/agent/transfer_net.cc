@@ -465,8 +465,8 @@ void TransferNet::pump(Conn& c) {
   for (const auto& r : c.receives) {
     for (auto& info : active_) {
       if (info.id == r.transfer_id) {
-        info.progress.chunks_transferred = r.sink->counters().chunks_stored;
-        info.progress.bytes_transferred = r.sink->counters().bytes_stored;
+        info.progress.chunks_transferred = r.sink->counters().chunks_accepted;
+        info.progress.bytes_transferred = r.sink->counters().bytes_accepted;
       }
     }
   }
@@ -645,8 +645,8 @@ void TransferNet::handle_event(Conn& c, transfer::ConnectionEvent& e) {
         }
         if (it != c.receives.end()) {
           transfer_id = it->transfer_id;
-          metrics_.chunks_received += it->sink->counters().chunks_stored;
-          metrics_.bytes_received += it->sink->counters().bytes_stored;
+          metrics_.chunks_received += it->sink->counters().chunks_accepted;
+          metrics_.bytes_received += it->sink->counters().bytes_accepted;
           metrics_.chunks_refused_corrupt += it->sink->counters().chunks_refused;
           c.receives.erase(it);  // The session is gone: the sink may go (and its gc fence with it).
         }
