@@ -60,7 +60,7 @@ class StoreSource final : public transfer::SyncSource {
 };
 
 inline constexpr std::size_t kSinkBatchChunksMax = 256;
-inline constexpr std::size_t kSinkBatchBytesMax = 16u << 20;
+inline constexpr std::size_t kSinkBatchBytesMax = 4u << 20;  // Bounds what a crash makes the resume refetch.
 
 struct SinkCounters {
   std::uint64_t chunks_accepted = 0;    // put() verified them (stored now or with the batch).
