@@ -1,6 +1,7 @@
 #include "node/agent/admin_api.h"
 
 #include "node/agent/limits.h"
+#include "node/agent/render.h"
 #include "node/agent/transfer_api.h"
 
 namespace shoal::agent {
@@ -9,23 +10,6 @@ namespace {
 using nlohmann::json;
 
 constexpr std::size_t kJoinAddressesMax = 64;
-
-HttpResponse json_response(const json& body, int status = 200) {
-  return HttpResponse{status, json_text(body) + "\n", "application/json"};
-}
-
-int status_for(Code code) {
-  switch (code) {
-    case Code::kInvalidArgument: return 400;
-    case Code::kNotFound: return 404;
-    case Code::kAlreadyExists:
-    case Code::kFailedPrecondition:
-    case Code::kResourceExhausted: return 409;
-    case Code::kPermissionDenied: return 403;
-    case Code::kUnavailable: return 503;
-    default: return 500;
-  }
-}
 
 // Parses a JSON object body; an empty body is an empty object.
 Result<json> parse_body(const HttpRequest& request) {
@@ -112,7 +96,7 @@ AdminReply join(const json& body, AdminBackend& backend) {
   }
   auto contacted = backend.join(*addrs);
   if (!contacted) {
-    return {error_response(status_for(contacted.error().code), contacted.error().message)};
+    return {error_response(http_status_for(contacted.error().code), contacted.error().message)};
   }
   return {json_response(json{{"contacted", *contacted}})};
 }
@@ -136,7 +120,7 @@ AdminReply change_keys(std::string_view action, const json& body, AdminBackend& 
   Keyring ring = backend.keyring();
   Status changed = action == "install" ? ring.install(*key) : action == "use" ? ring.use(*key) : ring.remove(*key);
   if (!changed) {
-    return {error_response(status_for(changed.error().code), changed.error().message)};
+    return {error_response(http_status_for(changed.error().code), changed.error().message)};
   }
   if (auto saved = backend.replace_keyring(ring); !saved) {
     return {error_response(500, "keyring not saved: " + saved.error().message)};

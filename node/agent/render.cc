@@ -128,4 +128,21 @@ std::string render_metrics(const MetricsSnapshot& m) {
   return out;
 }
 
+HttpResponse json_response(const nlohmann::json& body, int status) {
+  return HttpResponse{status, json_text(body) + "\n", "application/json"};
+}
+
+int http_status_for(Code code) {
+  switch (code) {
+    case Code::kInvalidArgument: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists:
+    case Code::kFailedPrecondition:
+    case Code::kResourceExhausted: return 409;
+    case Code::kPermissionDenied: return 403;
+    case Code::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
 }  // namespace shoal::agent

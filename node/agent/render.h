@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "gossip/types.h"
+#include "base/result.h"
 #include "node/agent/datagram.h"
+#include "node/agent/http.h"
 
 namespace shoal::agent {
 
@@ -33,6 +35,11 @@ std::string event_line(const gossip::Event& event, std::chrono::system_clock::ti
 // Serialises JSON without ever throwing: names gossiped by peers may hold
 // invalid UTF-8, which is replaced rather than allowed to abort a response.
 std::string json_text(const nlohmann::json& value);
+
+// A JSON reply with a trailing newline.
+HttpResponse json_response(const nlohmann::json& body, int status = 200);
+// The HTTP status that tells an API client what to do about an error code.
+int http_status_for(Code code);
 
 struct MetricsSnapshot {
   std::array<std::size_t, 4> members_by_status{};  // Indexed by gossip::MemberStatus.

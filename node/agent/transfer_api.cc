@@ -14,25 +14,8 @@ namespace {
 
 using nlohmann::json;
 
-HttpResponse json_reply(const json& body, int status = 200) {
-  return HttpResponse{status, json_text(body) + "\n", "application/json"};
-}
-
-int http_status_for(Code code) {
-  switch (code) {
-    case Code::kInvalidArgument: return 400;
-    case Code::kNotFound: return 404;
-    case Code::kAlreadyExists:
-    case Code::kFailedPrecondition:
-    case Code::kResourceExhausted: return 409;
-    case Code::kPermissionDenied: return 403;
-    case Code::kUnavailable: return 503;
-    default: return 500;
-  }
-}
-
 AdminReply error_reply(const Error& error) {
-  return {json_reply(json{{"error", error.message}, {"code", std::string(code_name(error.code))}},
+  return {json_response(json{{"error", error.message}, {"code", std::string(code_name(error.code))}},
                      http_status_for(error.code))};
 }
 
@@ -69,7 +52,7 @@ AdminReply replicate(const HttpRequest& request, TransferBackend& backend) {
   auto info = backend.transfer(*id);
   json out = info ? transfer_json(*info) : json::object();
   out["id"] = *id;
-  return {json_reply(out, 202)};
+  return {json_response(out, 202)};
 }
 
 }  // namespace
@@ -156,7 +139,7 @@ std::optional<AdminReply> handle_transfer_request(const HttpRequest& request, Tr
     for (const auto& t : backend->transfers()) {
       list.push_back(transfer_json(t));
     }
-    return AdminReply{json_reply(json{{"transfers", list}, {"rate_limit_bytes_per_second", backend->rate_limit()}})};
+    return AdminReply{json_response(json{{"transfers", list}, {"rate_limit_bytes_per_second", backend->rate_limit()}})};
   }
   if (path == "/v1/transfers/limit") {
     if (request.method != "POST") {
@@ -168,7 +151,7 @@ std::optional<AdminReply> handle_transfer_request(const HttpRequest& request, Tr
       return AdminReply{error_response(400, "\"bytes_per_second\" must be a non-negative integer (0 = unlimited)")};
     }
     backend->set_rate_limit(body["bytes_per_second"].get<std::uint64_t>());
-    return AdminReply{json_reply(json{{"rate_limit_bytes_per_second", backend->rate_limit()}})};
+    return AdminReply{json_response(json{{"rate_limit_bytes_per_second", backend->rate_limit()}})};
   }
   const std::string_view id_text = std::string_view(path).substr(std::string_view("/v1/transfers/").size());
   std::uint64_t id = 0;
@@ -183,7 +166,7 @@ std::optional<AdminReply> handle_transfer_request(const HttpRequest& request, Tr
   if (!info) {
     return AdminReply{error_response(404, "no transfer " + std::to_string(id) + " (it may have aged out)")};
   }
-  return AdminReply{json_reply(transfer_json(*info))};
+  return AdminReply{json_response(transfer_json(*info))};
 }
 
 // --- the service ---------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include "node/cli/admin_client.h"
 #include "node/cli/commands.h"
 #include "node/cli/flags.h"
+#include "node/cli/output.h"
 
 namespace shoal::cli {
 namespace {
@@ -23,77 +24,17 @@ int usage_error(const Error& e, const char* usage) {
   return 2;
 }
 
-// Runs one request; on success returns the parsed JSON body, else prints the
-// reason and sets exit_code.
 std::optional<json> call(AdminClient& client, std::string_view method, std::string_view path, const json& body,
                          int& exit_code) {
-  auto response = client.request(method, path, body.is_null() ? std::string() : body.dump());
-  if (!response) {
-    exit_code = report_client_error(response.error());
-    return std::nullopt;
-  }
-  json parsed = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
-  if (response->status < 200 || response->status >= 300) {
-    std::string reason = parsed.is_object() && parsed.contains("error") && parsed["error"].is_string()
-                             ? parsed["error"].get<std::string>()
-                             : response->body;
-    std::fprintf(stderr, "shoal: the agent refused: %s (HTTP %d)\n", reason.c_str(), response->status);
-    exit_code = 1;
-    return std::nullopt;
-  }
-  if (parsed.is_discarded()) {
-    std::fprintf(stderr, "shoal: the agent sent a reply that is not JSON\n");
-    exit_code = 2;
-    return std::nullopt;
-  }
-  return parsed;
-}
-
-std::string str_field(const json& j, const char* key) {
-  if (j.is_object() && j.contains(key) && j[key].is_string()) return j[key].get<std::string>();
-  return "";
-}
-
-template <class T>
-T num_field(const json& j, const char* key) {
-  if (j.is_object() && j.contains(key) && j[key].is_number()) return j[key].get<T>();
-  return T{};
-}
-
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 5) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
-  return buf;
+  return call_agent(client, method, path, body.is_null() ? std::string() : body.dump(), exit_code);
 }
 
 std::string member_status(const json& m) {
-  std::string s = str_field(m, "status");
-  if (m.is_object() && m.contains("stalled") && m["stalled"].is_boolean() && m["stalled"].get<bool>()) {
+  std::string s = json_str(m, "status");
+  if (json_bool(m, "stalled")) {
     s += " (stalled)";
   }
   return s;
-}
-
-void print_table(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> widths;
-  for (const auto& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()));
-    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (std::size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-    }
-    std::printf("%s\n", line.c_str());
-  }
 }
 
 }  // namespace
@@ -132,10 +73,10 @@ int cmd_members(Args args) {
   for (const auto& m : *members) {
     const json health = m.is_object() && m.contains("health") ? m["health"] : json::object();
     char load[32];
-    std::snprintf(load, sizeof load, "%.2f", num_field<double>(health, "load"));
-    rows.push_back({str_field(m, "name"), str_field(m, "addr"), str_field(m, "dc"), member_status(m),
-                    std::to_string(num_field<std::uint64_t>(m, "incarnation")), str_field(m, "id").substr(0, 8), load,
-                    human_bytes(num_field<double>(health, "free_disk_bytes")), str_field(health, "version")});
+    std::snprintf(load, sizeof load, "%.2f", json_f64(health, "load"));
+    rows.push_back({json_str(m, "name"), json_str(m, "addr"), json_str(m, "dc"), member_status(m),
+                    std::to_string(json_u64(m, "incarnation")), json_str(m, "id").substr(0, 8), load,
+                    human_bytes(json_f64(health, "free_disk_bytes")), json_str(health, "version")});
   }
   print_table(rows);
   return 0;
@@ -156,7 +97,7 @@ int cmd_join(Args args) {
   int rc = 0;
   auto reply = call(client, "POST", "/v1/join", json{{"addrs", flags->positionals}}, rc);
   if (!reply) return rc;
-  std::printf("join: contacting %d member(s)\n", num_field<int>(*reply, "contacted"));
+  std::printf("join: contacting %d member(s)\n", static_cast<int>(json_u64(*reply, "contacted")));
   return 0;
 }
 
@@ -191,10 +132,10 @@ int cmd_watch(Args args) {
       json e = json::parse(line, nullptr, false);
       if (e.is_discarded()) return true;
       const json m = e.contains("member") ? e["member"] : json::object();
-      std::printf("%s  %-8s %s (%s, %s) %s incarnation %llu\n", str_field(e, "time").c_str(),
-                  str_field(e, "event").c_str(), str_field(m, "name").c_str(), str_field(m, "dc").c_str(),
-                  str_field(m, "addr").c_str(), member_status(m).c_str(),
-                  static_cast<unsigned long long>(num_field<std::uint64_t>(m, "incarnation")));
+      std::printf("%s  %-8s %s (%s, %s) %s incarnation %llu\n", json_str(e, "time").c_str(),
+                  json_str(e, "event").c_str(), json_str(m, "name").c_str(), json_str(m, "dc").c_str(),
+                  json_str(m, "addr").c_str(), member_status(m).c_str(),
+                  static_cast<unsigned long long>(json_u64(m, "incarnation")));
     }
     std::fflush(stdout);
     return true;
@@ -225,8 +166,8 @@ int cmd_keys(Args args) {
     std::vector<std::vector<std::string>> rows = {{"KEY", "FINGERPRINT", "PRIMARY"}};
     if (reply->contains("keys") && (*reply)["keys"].is_array()) {
       for (const auto& k : (*reply)["keys"]) {
-        const bool primary = k.contains("primary") && k["primary"].is_boolean() && k["primary"].get<bool>();
-        rows.push_back({str_field(k, "key"), str_field(k, "fingerprint"), primary ? "yes" : ""});
+        const bool primary = json_bool(k, "primary");
+        rows.push_back({json_str(k, "key"), json_str(k, "fingerprint"), primary ? "yes" : ""});
       }
     }
     print_table(rows);

@@ -12,6 +12,7 @@
 #include "node/cli/admin_client.h"
 #include "node/cli/commands.h"
 #include "node/cli/flags.h"
+#include "node/cli/output.h"
 
 namespace shoal::cli {
 namespace {
@@ -34,55 +35,15 @@ constexpr const char* kTransfersUsage =
 
 constexpr int kPollIntervalMs = 100;
 
-std::string str(const json& j, const char* key) {
-  return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
-}
-std::uint64_t num(const json& j, const char* key) {
-  return j.is_object() && j.contains(key) && j[key].is_number_unsigned() ? j[key].get<std::uint64_t>() : 0;
-}
-double real(const json& j, const char* key) {
-  return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0;
-}
-
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
-  return buf;
-}
-
-// One request; the parsed JSON on a 2xx, else prints why and sets exit_code.
 std::optional<json> call(AdminClient& client, std::string_view method, std::string_view path, const std::string& body,
                          int& exit_code) {
-  auto response = client.request(method, path, body);
-  if (!response) {
-    exit_code = report_client_error(response.error());
-    return std::nullopt;
-  }
-  json parsed = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
-  if (response->status < 200 || response->status >= 300) {
-    const std::string reason = str(parsed, "error").empty() ? response->body : str(parsed, "error");
-    std::fprintf(stderr, "shoal: the agent refused: %s (HTTP %d)\n", reason.c_str(), response->status);
-    exit_code = 1;
-    return std::nullopt;
-  }
-  if (parsed.is_discarded()) {
-    std::fprintf(stderr, "shoal: the agent sent a reply that is not JSON\n");
-    exit_code = 2;
-    return std::nullopt;
-  }
-  return parsed;
+  return call_agent(client, method, path, body, exit_code);
 }
 
 std::string summary(const json& t) {
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%llu chunks, %s", static_cast<unsigned long long>(num(t, "chunks")),
-                human_bytes(static_cast<double>(num(t, "bytes"))).c_str());
+  std::snprintf(buf, sizeof buf, "%llu chunks, %s", static_cast<unsigned long long>(json_u64(t, "chunks")),
+                human_bytes(static_cast<double>(json_u64(t, "bytes"))).c_str());
   return buf;
 }
 
@@ -123,11 +84,11 @@ int cmd_replicate(Args args) {
   if (!started) {
     return exit_code;
   }
-  const std::uint64_t id = num(*started, "id");
-  const std::string snap = str(*started, "snapshot").substr(0, 12);
+  const std::uint64_t id = json_u64(*started, "id");
+  const std::string snap = json_str(*started, "snapshot").substr(0, 12);
   if (flags->has("detach")) {
     std::printf("transfer %llu started: snapshot %s of %s to %s (see `shoal transfers`)\n",
-                static_cast<unsigned long long>(id), snap.c_str(), project->c_str(), str(*started, "peer").c_str());
+                static_cast<unsigned long long>(id), snap.c_str(), project->c_str(), json_str(*started, "peer").c_str());
     return 0;
   }
   // Wait for the end. The agent keeps finished transfers for a while, so a
@@ -138,16 +99,16 @@ int cmd_replicate(Args args) {
     if (!t) {
       return exit_code;
     }
-    const std::string state = str(*t, "state");
+    const std::string state = json_str(*t, "state");
     if (state == "done") {
       std::printf("replicated snapshot %s of %s %s %s: %s%s in %.2f s\n", snap.c_str(), project->c_str(),
-                  to ? "to" : "from", str(*t, "peer").c_str(), summary(*t).c_str(),
-                  t->value("already_held", false) ? " (the peer held it already)" : "", real(*t, "seconds"));
+                  to ? "to" : "from", json_str(*t, "peer").c_str(), summary(*t).c_str(),
+                  t->value("already_held", false) ? " (the peer held it already)" : "", json_f64(*t, "seconds"));
       return 0;
     }
     if (state == "failed") {
       std::fprintf(stderr, "shoal: replication of snapshot %s of %s %s %s failed: %s (%s)\n", snap.c_str(),
-                   project->c_str(), to ? "to" : "from", str(*t, "peer").c_str(), str(*t, "error").c_str(), str(*t, "code").c_str());
+                   project->c_str(), to ? "to" : "from", json_str(*t, "peer").c_str(), json_str(*t, "error").c_str(), json_str(*t, "code").c_str());
       return 1;
     }
     sleep_ms(kPollIntervalMs);
@@ -183,19 +144,19 @@ int cmd_transfers(Args args) {
               "PROGRESS", "RATE / ERROR");
   for (const auto& t : transfers) {
     std::string tail;
-    if (str(t, "state") == "failed") {
-      tail = str(t, "error");
-    } else if (real(t, "bytes_per_second") > 0) {
-      tail = human_bytes(real(t, "bytes_per_second")) + "/s";
+    if (json_str(t, "state") == "failed") {
+      tail = json_str(t, "error");
+    } else if (json_f64(t, "bytes_per_second") > 0) {
+      tail = human_bytes(json_f64(t, "bytes_per_second")) + "/s";
       if (t.contains("eta_seconds")) {
         char eta[32];
-        std::snprintf(eta, sizeof eta, ", ETA %.0f s", real(t, "eta_seconds"));
+        std::snprintf(eta, sizeof eta, ", ETA %.0f s", json_f64(t, "eta_seconds"));
         tail += eta;
       }
     }
-    std::printf("%-5llu %-8s %-10s %-16s %-13s %-9s %-28s %s\n", static_cast<unsigned long long>(num(t, "id")),
-                str(t, "direction").c_str(), str(t, "state").c_str(), str(t, "peer").c_str(),
-                str(t, "snapshot").substr(0, 12).c_str(), str(t, "project").c_str(), summary(t).c_str(), tail.c_str());
+    std::printf("%-5llu %-8s %-10s %-16s %-13s %-9s %-28s %s\n", static_cast<unsigned long long>(json_u64(t, "id")),
+                json_str(t, "direction").c_str(), json_str(t, "state").c_str(), json_str(t, "peer").c_str(),
+                json_str(t, "snapshot").substr(0, 12).c_str(), json_str(t, "project").c_str(), summary(t).c_str(), tail.c_str());
   }
   return 0;
 }
