@@ -256,46 +256,53 @@ Result<TransferNet::Conn*> TransferNet::connection_to(const TransferPeer& peer) 
   return c;
 }
 
-Result<std::uint64_t> TransferNet::pull(const TransferPeer& peer, const std::string& project,
-                                        const storage::ChunkId& snapshot) {
+Status TransferNet::admit_transfer(const std::string& project) const {
   if (closing_) {
     return make_error(Code::kUnavailable, "the agent is shutting down");
   }
   if (active_.size() >= kTransfersActiveMax) {
     return make_error(Code::kResourceExhausted, std::to_string(active_.size()) + " transfers are running already");
   }
-  SHOAL_TRY_STATUS(storage::validate_project(project));
-  auto conn = connection_to(peer);
-  if (!conn) {
-    return std::unexpected(conn.error());
-  }
-  Conn* c = *conn;
+  return storage::validate_project(project);
+}
+
+std::uint64_t TransferNet::begin_transfer(Conn& conn, TransferDirection direction, const std::string& peer_name,
+                                          const std::string& project, const storage::ChunkId& snapshot,
+                                          std::uint64_t size_hint) {
   TransferInfo info;
   info.id = next_transfer_id_++;
-  info.direction = TransferDirection::kReceive;
-  info.peer = peer.name;
+  info.direction = direction;
+  info.peer = peer_name;
   info.project = project;
   info.snapshot = snapshot;
   info.state = TransferState::kConnecting;
   info.started = monotonic_now();
   active_.push_back(info);
-  c->pending.push_back(Conn::PendingOffer{.transfer_id = info.id, .project = project, .snapshot = snapshot, .pull = true});
-  if (c->conn->channel().established()) {
-    start_pending_offers(*c, monotonic_now());
-    pump(*c);
+  conn.pending.push_back(Conn::PendingOffer{.transfer_id = info.id,
+                                            .project = project,
+                                            .snapshot = snapshot,
+                                            .size_hint = size_hint,
+                                            .pull = direction == TransferDirection::kReceive});
+  if (conn.conn->channel().established()) {
+    start_pending_offers(conn, monotonic_now());
+    pump(conn);
   }
   return info.id;
 }
 
+Result<std::uint64_t> TransferNet::pull(const TransferPeer& peer, const std::string& project,
+                                        const storage::ChunkId& snapshot) {
+  SHOAL_TRY_STATUS(admit_transfer(project));
+  auto conn = connection_to(peer);
+  if (!conn) {
+    return std::unexpected(conn.error());
+  }
+  return begin_transfer(**conn, TransferDirection::kReceive, peer.name, project, snapshot, 0);
+}
+
 Result<std::uint64_t> TransferNet::push(const TransferPeer& peer, const std::string& project,
                                         const storage::ChunkId& snapshot) {
-  if (closing_) {
-    return make_error(Code::kUnavailable, "the agent is shutting down");
-  }
-  if (active_.size() >= kTransfersActiveMax) {
-    return make_error(Code::kResourceExhausted, std::to_string(active_.size()) + " transfers are running already");
-  }
-  SHOAL_TRY_STATUS(storage::validate_project(project));
+  SHOAL_TRY_STATUS(admit_transfer(project));
   auto held = store_.list(project);
   if (!held) {
     return std::unexpected(held.error());
@@ -309,25 +316,7 @@ Result<std::uint64_t> TransferNet::push(const TransferPeer& peer, const std::str
   if (!conn) {
     return std::unexpected(conn.error());
   }
-  Conn* c = *conn;
-  TransferInfo info;
-  info.id = next_transfer_id_++;
-  info.direction = TransferDirection::kSend;
-  info.peer = peer.name;
-  info.project = project;
-  info.snapshot = snapshot;
-  info.state = TransferState::kConnecting;
-  info.started = monotonic_now();
-  active_.push_back(info);
-  c->pending.push_back(Conn::PendingOffer{.transfer_id = info.id,
-                                          .project = project,
-                                          .snapshot = snapshot,
-                                          .size_hint = it->commit.logical_bytes});
-  if (c->conn->channel().established()) {
-    start_pending_offers(*c, monotonic_now());
-    pump(*c);
-  }
-  return info.id;
+  return begin_transfer(**conn, TransferDirection::kSend, peer.name, project, snapshot, it->commit.logical_bytes);
 }
 
 void TransferNet::on_connected(Conn& c, int status) {

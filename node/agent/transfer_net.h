@@ -132,6 +132,12 @@ class TransferNet {
  private:
   Conn* new_conn(bool outbound, const std::string& peer_label);
   Result<Conn*> connection_to(const TransferPeer& peer);
+  // Checks shared by push and pull before anything is dialed or recorded.
+  Status admit_transfer(const std::string& project) const;
+  // Records a new transfer on conn and queues its offer (or, receiving, its
+  // request); starts it now if the channel is already up. Returns its id.
+  std::uint64_t begin_transfer(Conn& conn, TransferDirection direction, const std::string& peer_name,
+                               const std::string& project, const storage::ChunkId& snapshot, std::uint64_t size_hint);
   Result<transfer::SyncSource*> accept_request(Conn& conn, const std::string& project,
                                                const storage::ChunkId& snapshot);
   void start_reading(Conn& conn);
