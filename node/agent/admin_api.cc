@@ -11,21 +11,6 @@ using nlohmann::json;
 
 constexpr std::size_t kJoinAddressesMax = 64;
 
-// Parses a JSON object body; an empty body is an empty object.
-Result<json> parse_body(const HttpRequest& request) {
-  if (request.body.empty()) {
-    return json::object();
-  }
-  json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
-    return make_error(Code::kInvalidArgument, "request body is not valid JSON");
-  }
-  if (!body.is_object()) {
-    return make_error(Code::kInvalidArgument, "request body must be a JSON object");
-  }
-  return body;
-}
-
 // Reads body[field] as an array of "host:port" strings.
 Result<std::vector<Address>> address_list(const json& body, const char* field, std::size_t max) {
   auto it = body.find(field);
@@ -204,7 +189,7 @@ AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backen
   if (!post) {
     return {error_response(405, "use POST")};
   }
-  auto body = parse_body(request);
+  auto body = parse_json_body(request);
   if (!body) {
     return {error_response(400, body.error().message)};
   }

@@ -132,6 +132,20 @@ HttpResponse json_response(const nlohmann::json& body, int status) {
   return HttpResponse{status, json_text(body) + "\n", "application/json"};
 }
 
+Result<nlohmann::json> parse_json_body(const HttpRequest& request) {
+  if (request.body.empty()) {
+    return nlohmann::json::object();
+  }
+  nlohmann::json body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return make_error(Code::kInvalidArgument, "request body is not valid JSON");
+  }
+  if (!body.is_object()) {
+    return make_error(Code::kInvalidArgument, "request body must be a JSON object");
+  }
+  return body;
+}
+
 int http_status_for(Code code) {
   switch (code) {
     case Code::kInvalidArgument: return 400;

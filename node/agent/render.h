@@ -38,6 +38,9 @@ std::string json_text(const nlohmann::json& value);
 
 // A JSON reply with a trailing newline.
 HttpResponse json_response(const nlohmann::json& body, int status = 200);
+// Parses a request body that must be a JSON object; an empty body is an
+// empty object. InvalidArgument, with a message for the client, otherwise.
+Result<nlohmann::json> parse_json_body(const HttpRequest& request);
 // The HTTP status that tells an API client what to do about an error code.
 int http_status_for(Code code);
 

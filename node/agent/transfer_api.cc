@@ -28,10 +28,11 @@ std::optional<std::string> string_field(const json& body, const char* name) {
 }
 
 AdminReply replicate(const HttpRequest& request, TransferBackend& backend) {
-  json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded() || !body.is_object()) {
-    return {error_response(400, "request body must be a JSON object")};
+  auto parsed = parse_json_body(request);
+  if (!parsed) {
+    return {error_response(400, parsed.error().message)};
   }
+  const json& body = *parsed;
   ReplicateRequest r;
   auto project = string_field(body, "project");
   auto snapshot = string_field(body, "snapshot");
@@ -145,9 +146,12 @@ std::optional<AdminReply> handle_transfer_request(const HttpRequest& request, Tr
     if (request.method != "POST") {
       return AdminReply{error_response(405, "use POST")};
     }
-    json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded() || !body.is_object() || !body.contains("bytes_per_second") ||
-        !body["bytes_per_second"].is_number_unsigned()) {
+    auto parsed = parse_json_body(request);
+    if (!parsed) {
+      return AdminReply{error_response(400, parsed.error().message)};
+    }
+    json& body = *parsed;
+    if (!body.contains("bytes_per_second") || !body["bytes_per_second"].is_number_unsigned()) {
       return AdminReply{error_response(400, "\"bytes_per_second\" must be a non-negative integer (0 = unlimited)")};
     }
     backend->set_rate_limit(body["bytes_per_second"].get<std::uint64_t>());

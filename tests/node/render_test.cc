@@ -104,3 +104,47 @@ TEST(RenderTest, MetricsTextHasEveryFamily) {
 
 }  // namespace
 }  // namespace shoal::agent
+
+namespace shoal::agent {
+namespace {
+
+HttpRequest PostWithBody(std::string body) {
+  HttpRequest request;
+  request.method = "POST";
+  request.path = "/v1/replicate";
+  request.body = std::move(body);
+  return request;
+}
+
+TEST(ParseJsonBodyTest, EmptyBodyIsAnEmptyObject) {
+  auto body = parse_json_body(PostWithBody(""));
+  ASSERT_TRUE(body);
+  EXPECT_TRUE(body->is_object());
+  EXPECT_TRUE(body->empty());
+}
+
+TEST(ParseJsonBodyTest, GarbageIsInvalidArgumentSayingWhy) {
+  for (const char* garbage : {"{not json", "\x01\x02\xff", "{\"a\": 1", "nul"}) {
+    auto body = parse_json_body(PostWithBody(garbage));
+    ASSERT_FALSE(body) << garbage;
+    EXPECT_EQ(body.error().code, Code::kInvalidArgument);
+    EXPECT_NE(body.error().message.find("not valid JSON"), std::string::npos);
+  }
+}
+
+TEST(ParseJsonBodyTest, NonObjectIsRefused) {
+  for (const char* other : {"[1, 2]", "42", "\"text\"", "null"}) {
+    auto body = parse_json_body(PostWithBody(other));
+    ASSERT_FALSE(body) << other;
+    EXPECT_NE(body.error().message.find("must be a JSON object"), std::string::npos);
+  }
+}
+
+TEST(ParseJsonBodyTest, ObjectIsReturned) {
+  auto body = parse_json_body(PostWithBody(R"({"project": "p", "bytes_per_second": 5})"));
+  ASSERT_TRUE(body);
+  EXPECT_EQ(body->at("project"), "p");
+}
+
+}  // namespace
+}  // namespace shoal::agent
