@@ -48,6 +48,53 @@ void Membership::State::add_to_probe_order(std::uint32_t slot) {
   std::swap(probe_order[j], probe_order.back());
 }
 
+std::size_t Membership::State::restore(Instant now, std::span<const Member> members) {
+  std::size_t name_bytes = 0;
+  for (const Member& m : members) {
+    name_bytes += m.name.size();
+  }
+  table.reserve(std::min(members.size(), config.members_max - std::min(config.members_max, table.size())),
+                name_bytes);
+  std::size_t added = 0;
+  for (const Member& m : members) {
+    if (table.size() >= config.members_max) {
+      break;
+    }
+    if (m.id == self_id || table.find(m.id) != MemberTable::kNone) {
+      continue;
+    }
+    if (m.name.empty() || m.name.size() > wire::kNameBytesMax || m.dc.size() > wire::kDcBytesMax ||
+        m.addr.host.empty() || m.addr.host.size() > wire::kHostBytesMax || m.addr.port == 0 ||
+        m.health.version.size() > wire::kVersionBytesMax) {
+      ++counters.decode_errors;
+      continue;
+    }
+    if (node_id_from_public_key(m.public_key) != m.id) {
+      ++counters.identity_rejected;
+      continue;
+    }
+    Entry e;
+    e.id = m.id;
+    e.public_key = m.public_key;
+    e.incarnation = m.incarnation;
+    e.state_seq = 0;
+    e.catalog_version = m.catalog_version;
+    e.status = m.status == MemberStatus::kSuspect ? MemberStatus::kAlive : m.status;
+    e.set_status_since(now);
+    table.set_addr(e, m.addr);
+    table.set_dc(e, m.dc);
+    table.set_health(e, m.health);
+    table.insert(e, m.name);
+    ++added;
+  }
+  if (added > 0) {
+    probe_order.clear();  // The next probe starts a shuffled round over everyone.
+    probe_next = 0;
+    next_push_pull = now + random_offset(random, push_pull_period());
+  }
+  return added;
+}
+
 void Membership::State::apply_alive(Instant now, const wire::MemberRecord& r, bool broadcast_new) {
   if (r.id == self_id) {
     // Someone holds a newer view of us (a previous life of this node):
@@ -71,7 +118,6 @@ void Membership::State::apply_alive(Instant now, const wire::MemberRecord& r, bo
     Entry e;
     e.id = r.id;
     e.public_key = r.public_key;
-    e.name = r.name;
     e.incarnation = r.incarnation;
     e.state_seq = r.state_seq;
     e.catalog_version = r.catalog_version;
@@ -80,7 +126,7 @@ void Membership::State::apply_alive(Instant now, const wire::MemberRecord& r, bo
     table.set_addr(e, r.addr);
     table.set_dc(e, r.dc);
     table.set_health(e, r.health);
-    slot = table.insert(std::move(e));
+    slot = table.insert(e, r.name);
     add_to_probe_order(slot);
     if (broadcast_new) {
       broadcast_alive(slot);
@@ -102,8 +148,8 @@ void Membership::State::apply_alive(Instant now, const wire::MemberRecord& r, bo
   }
   const MemberStatus old = e.status;
   const Address addr = table.addr(e);
-  const bool identity_changed = e.name != r.name || table.dc(e) != r.dc || addr != r.addr;
-  e.name = r.name;
+  const bool identity_changed = table.name(e) != r.name || table.dc(e) != r.dc || addr != r.addr;
+  table.set_name(slot, r.name);
   table.set_dc(e, r.dc);
   if (addr != r.addr) {
     table.set_addr(e, r.addr);

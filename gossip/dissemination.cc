@@ -45,6 +45,13 @@ void Membership::State::broadcast_state(std::uint32_t slot) {
   enqueue(e.id, Topic::kState, wire::State{e.id, e.state_seq, e.catalog_version, table.health(e)});
 }
 
+Duration Membership::State::push_pull_period() const {
+  // memberlist's pushPullScale: past 32 members, slow down with log2(N).
+  const std::size_t n = live_members();
+  const double scale = n <= 32 ? 1.0 : std::ceil(std::log2(static_cast<double>(n)) - 5.0) + 1.0;
+  return Duration(static_cast<std::int64_t>(static_cast<double>(config.push_pull_interval.count()) * scale));
+}
+
 int Membership::State::retransmits() const {
   return std::max(1, retransmit_limit(config.retransmit_mult, live_members()));
 }
@@ -224,11 +231,7 @@ void Membership::State::tick_streams(Instant now) {
     return;
   }
   if (now >= next_push_pull) {
-    // memberlist's pushPullScale: past 32 members, slow down with log2(N).
-    const std::size_t n = live_members();
-    const double scale = n <= 32 ? 1.0 : std::ceil(std::log2(static_cast<double>(n)) - 5.0) + 1.0;
-    next_push_pull =
-        now + Duration(static_cast<std::int64_t>(static_cast<double>(config.push_pull_interval.count()) * scale));
+    next_push_pull = now + push_pull_period();
     const auto peers = sample(1, [](const Entry& e) { return e.status == MemberStatus::kAlive; });
     if (!peers.empty()) {
       const Entry& e = table.at(peers[0]);

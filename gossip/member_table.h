@@ -12,9 +12,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -28,7 +30,7 @@ namespace shoal::gossip {
 class StringPool {
  public:
   explicit StringPool(std::size_t items_max);
-  std::uint32_t intern(std::string_view text);
+  std::uint32_t intern(std::string_view text);  // No allocation when `text` is already interned.
   const std::string& get(std::uint32_t index) const { return strings_.at(index); }
   std::size_t size() const { return strings_.size(); }
   std::uint64_t overflow() const { return overflow_; }
@@ -37,7 +39,12 @@ class StringPool {
   std::size_t items_max_;
   std::uint64_t overflow_ = 0;
   std::vector<std::string> strings_;
-  std::unordered_map<std::string, std::uint32_t> index_;  // Lookup only; never iterated.
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  // Lookup only; never iterated. Transparent, so lookups take a string_view.
+  std::unordered_map<std::string, std::uint32_t, Hash, std::equal_to<>> index_;
 };
 
 struct Entry {
@@ -47,11 +54,11 @@ struct Entry {
 
   NodeId id;
   PublicKey public_key{};
-  std::string name;
   std::uint64_t incarnation = 0;
   std::uint64_t state_seq = 0;
   std::uint64_t catalog_version = 0;
   std::uint64_t free_disk_bytes = 0;
+  std::uint32_t name_at = 0;  // Offset in the table's name arena (MemberTable::name()).
   std::uint32_t status_since_ticks = 0;
   std::uint32_t load_milli = 0;
   std::uint32_t projects_hosted = 0;
@@ -59,6 +66,7 @@ struct Entry {
   std::uint16_t port = 0;
   std::uint16_t dc = 0;       // StringPool index.
   std::uint16_t version = 0;  // StringPool index.
+  std::uint8_t name_len = 0;  // Names are at most wire::kNameBytesMax (128) bytes.
   std::uint8_t local_health = 0;  // Awareness scores are small; clamped at 255.
   MemberStatus status : 2 = MemberStatus::kAlive;
   bool stalled : 1 = false;
@@ -70,7 +78,8 @@ struct Entry {
     status_since_ticks = static_cast<std::uint32_t>(ticks);
   }
 };
-static_assert(sizeof(Entry) <= 136, "keep entries compact: 10,000 x 10,000 in the simulator");
+// 16 id + 32 key + 4 x 8 counters + 5 x 4 + 3 x 2 + 3 x 1 = 109, padded to 112.
+static_assert(sizeof(Entry) <= 112, "keep entries compact: 10,000 x 10,000 in the simulator");
 
 // A vector of Entry in fixed chunks: growing never copies or over-allocates
 // by more than one chunk (std::vector's doubling would cost up to 2x, which
@@ -119,8 +128,11 @@ class MemberTable {
   MemberTable();
 
   std::uint32_t find(const NodeId& id) const;
-  // REQUIRES: find(entry.id) == kNone.
-  std::uint32_t insert(Entry entry);
+  // REQUIRES: find(entry.id) == kNone, name.size() <= 255. Sets entry.name_*.
+  std::uint32_t insert(Entry entry, std::string_view name);
+  // Room for `entries` more entries with `name_bytes` of names in all, so a
+  // bulk insert (restore) grows each structure once, to size.
+  void reserve(std::size_t entries, std::size_t name_bytes);
   Entry& at(std::uint32_t slot) { return entries_.at(slot); }
   const Entry& at(std::uint32_t slot) const { return entries_.at(slot); }
   std::size_t size() const { return entries_.size(); }
@@ -128,6 +140,12 @@ class MemberTable {
   // Status changes go through here so count() stays exact.
   void set_status(std::uint32_t slot, MemberStatus status, Instant now);
   std::size_t count(MemberStatus status) const { return counts_[static_cast<int>(status)]; }
+
+  std::string_view name(const Entry& entry) const { return {names_.data() + entry.name_at, entry.name_len}; }
+  // Renames the entry in `slot`; the old bytes become garbage in the arena,
+  // reclaimed once garbage outweighs live names.
+  void set_name(std::uint32_t slot, std::string_view name);
+  std::size_t name_arena_bytes() const { return names_.size(); }
 
   void set_addr(Entry& entry, const Address& addr);
   Address addr(const Entry& entry) const;
@@ -154,8 +172,12 @@ class MemberTable {
       }
       ++kept;
     }
+    if (removed == 0) {
+      return 0;  // Nothing moved: the index and the name arena still hold.
+    }
     entries_.truncate(kept);
     rebuild_index();
+    rebuild_names();
     return removed;
   }
 
@@ -163,8 +185,13 @@ class MemberTable {
   static constexpr std::size_t kPoolMax = 65535;
   std::size_t bucket_of(const NodeId& id) const;
   void rebuild_index();
+  void reindex();  // Fills index_ (already sized and cleared) from entries_.
+  void rebuild_names();  // Drops garbage from the name arena.
+  std::uint32_t append_name(std::string_view name);
 
   EntryChunks entries_;
+  std::string names_;            // Every entry's name, back to back (not NUL-terminated).
+  std::size_t names_garbage_ = 0;  // Arena bytes no entry refers to any more.
   std::vector<std::uint32_t> index_;  // Open addressing, linear probing; kNone = empty.
   std::size_t counts_[4] = {0, 0, 0, 0};
   StringPool dcs_{kPoolMax};

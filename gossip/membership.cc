@@ -82,7 +82,6 @@ Membership::State::State(Config cfg, Random& rng, Instant now)
   Entry self_entry;
   self_entry.id = self_id;
   self_entry.public_key = config.public_key;
-  self_entry.name = config.name;
   self_entry.incarnation = config.initial_incarnation + 1;  // Above whatever the mesh last saw of us.
   // The top half orders lives of this node, so a restarted node's health
   // updates are newer than its previous life's without any stored counter.
@@ -94,7 +93,7 @@ Membership::State::State(Config cfg, Random& rng, Instant now)
   table.set_dc(self_entry, config.dc);
   table.set_health(self_entry, config.health);
   self_entry.local_health = 0;
-  const std::uint32_t slot = table.insert(std::move(self_entry));
+  const std::uint32_t slot = table.insert(self_entry, config.name);
   SHOAL_ASSERT(slot == 0);
 
   next_seq = 1 + (random.next_u64() & 0xffffffff);
@@ -153,7 +152,9 @@ void Membership::State::tick(Instant now) {
   tick_probe(now);
   tick_streams(now);
   tick_gossip(now);
-  if (now >= next_reap) {
+  if (now >= next_reap && table.count(MemberStatus::kDead) + table.count(MemberStatus::kLeft) == 0) {
+    next_reap = now + std::min(config.dead_reap, kReapCheckMax);  // Nobody to reap: skip the scan.
+  } else if (now >= next_reap) {
     next_reap = now + std::min(config.dead_reap, kReapCheckMax);
     const Duration keep = config.dead_reap;
     const std::size_t removed = table.compact([&](const Entry& e) {
@@ -222,7 +223,7 @@ wire::MemberRecord Membership::State::record(std::uint32_t slot) const {
   const Entry& e = table.at(slot);
   wire::MemberRecord r;
   r.id = e.id;
-  r.name = e.name;
+  r.name = table.name(e);
   r.dc = table.dc(e);
   r.addr = table.addr(e);
   r.public_key = e.public_key;
@@ -302,6 +303,14 @@ void Membership::join(Instant now, std::span<const Address> seeds) {
     s.send_join(now);
   }
   s.finish(now);
+}
+
+std::size_t Membership::restore_members(Instant now, std::span<const Member> members) {
+  State& s = *state_;
+  s.begin_input(now);
+  const std::size_t added = s.restore(now, members);
+  s.finish(now);
+  return added;
 }
 
 void Membership::leave(Instant now) {

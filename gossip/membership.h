@@ -52,6 +52,22 @@ class Membership {
   // retried with backoff (1 s doubling to Config::join_retry_max) until one
   // answers. Seeds may include our own address.
   void join(Instant now, std::span<const Address> seeds);
+  // Seeds the member table from a saved member list: the agent's "members
+  // last seen", read back from its data directory after a restart, or the
+  // simulator's converged bootstrap (a mesh that was already running). Each
+  // member that is not us, not yet known, well-formed, and whose id matches
+  // its public key is added with its saved name, data center, address,
+  // incarnation, health and catalog version: alive and suspect ones as
+  // alive (probing finds out the rest), dead and left ones as dead and left
+  // (so reconnects can still find them after a partition). Its state_seq
+  // starts at 0, so any state the member itself sends is newer. Stops at
+  // Config::members_max. Nothing is broadcast and no events are emitted:
+  // it is not news, and the caller holds the list it passed. Afterwards a
+  // new probe round covers everyone and the next periodic push-pull is
+  // rescheduled at a random point of the push-pull period for the new size
+  // (call join() as well to refresh a stale list at once). Returns how many
+  // members were added.
+  std::size_t restore_members(Instant now, std::span<const Member> members);
   // Broadcast our departure; the core stops probing. Done when leave_done().
   void leave(Instant now);
   bool leave_done(Instant now) const;

@@ -147,6 +147,7 @@ struct Membership::State {
   void suspect_member(Instant now, std::uint32_t slot, bool stalled);
   void declare_dead(Instant now, std::uint32_t slot);
   void add_to_probe_order(std::uint32_t slot);
+  std::size_t restore(Instant now, std::span<const Member> members);
 
   // --- probe.cc -----------------------------------------------------------
   void tick_probe(Instant now);
@@ -170,6 +171,8 @@ struct Membership::State {
   bool send(Instant now, const Address& to, std::span<const Bytes> primary);
   bool send_one(Instant now, const Address& to, const wire::Message& message);
   int retransmits() const;
+  // push_pull_interval, scaled up with log2 of the live members past 32.
+  Duration push_pull_period() const;
   Instant gossip_due() const;
   void tick_gossip(Instant now);
   void gossip_round(Instant now);

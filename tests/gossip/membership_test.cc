@@ -258,5 +258,67 @@ TEST_F(MembershipBehaviourTest, DeadMembersAreReapedAfterDeadReap) {
   }
 }
 
+// A mesh started from a saved member list (restore_members) instead of a
+// join: every node knows every other at once, probes them, and detects a
+// crash as a joined mesh does.
+TEST(MembershipRestoreTest, RestoredMeshIsConvergedAndDetectsACrash) {
+  FakeNetwork net(NetOptions{.seed = 11});
+  constexpr int kNodes = 8;
+  for (int i = 0; i < kNodes; ++i) {
+    net.add_node();
+  }
+  std::vector<Member> saved;
+  for (int i = 0; i < kNodes; ++i) {
+    saved.push_back(net.node(i).self());
+  }
+  for (int i = 0; i < kNodes; ++i) {
+    net.command(i, [&](Membership& m, Instant now) {
+      EXPECT_EQ(m.restore_members(now, saved), static_cast<std::size_t>(kNodes - 1));  // Self is skipped.
+      EXPECT_EQ(m.restore_members(now, saved), 0u);  // Already known.
+    });
+  }
+  EXPECT_TRUE(net.converged());
+  EXPECT_EQ(net.count_events(EventKind::kJoined), 0);  // Restoring is not news.
+  net.run_for(seconds(20));
+  EXPECT_TRUE(net.converged());
+  EXPECT_EQ(net.count_events(EventKind::kSuspect), 0);
+  EXPECT_GT(net.node(0).counters().probes_sent, 10u);
+  net.crash(5, /*refused=*/true);
+  EXPECT_TRUE(net.run_until([&] { return net.all_see(5, MemberStatus::kDead); }, seconds(20)));
+}
+
+TEST(MembershipRestoreTest, RestoreChecksIdentityAndKeepsVerdicts) {
+  FakeNetwork net(NetOptions{.seed = 12});
+  for (int i = 0; i < 4; ++i) {
+    net.add_node();
+  }
+  Member alive = net.node(1).self();
+  Member suspect = net.node(2).self();
+  suspect.status = MemberStatus::kSuspect;
+  suspect.incarnation = 7;
+  Member dead = net.node(3).self();
+  dead.status = MemberStatus::kDead;
+  Member forged = alive;
+  forged.name = "forged";
+  forged.id.bytes[0] ^= 1;  // No longer the hash of its key.
+  Member nameless = alive;
+  nameless.name.clear();
+  nameless.id.bytes[1] ^= 1;
+  const std::vector<Member> saved = {net.node(0).self(), forged, nameless, alive, suspect, dead};
+  net.command(0, [&](Membership& m, Instant now) { EXPECT_EQ(m.restore_members(now, saved), 3u); });
+  Membership& core = net.node(0);
+  EXPECT_EQ(core.counters().identity_rejected, 1u);
+  EXPECT_EQ(core.counters().decode_errors, 1u);
+  EXPECT_EQ(core.count(MemberStatus::kAlive), 3u);  // Self, node 1, node 2.
+  EXPECT_EQ(core.count(MemberStatus::kDead), 1u);
+  const auto two = core.find(net.id(2));
+  ASSERT_TRUE(two.has_value());
+  EXPECT_EQ(two->status, MemberStatus::kAlive);  // Suspicion is not restored: probing decides.
+  EXPECT_EQ(two->incarnation, 7u);
+  EXPECT_EQ(two->name, suspect.name);
+  EXPECT_EQ(two->addr, suspect.addr);
+  EXPECT_EQ(core.find(net.id(3))->status, MemberStatus::kDead);
+}
+
 }  // namespace
 }  // namespace shoal::gossip::testing
