@@ -529,6 +529,19 @@ Status parse_root(const toml::table& root, std::string_view path, Scenario& sc) 
       return r.error("bootstrap", "expected a table");
     }
     TableReader br(*b->as_table(), "bootstrap", path);
+    std::string mode = "join";
+    SHOAL_TRY_STATUS(br.read_string("mode", mode));
+    if (mode == "converged") {
+      sc.bootstrap.converged = true;
+      sc.bootstrap.spread = Duration(0);
+      for (const std::string_view key : {"spread", "seeds"}) {
+        if (br.get(key) != nullptr) {
+          return br.error(key, "does not apply to mode = \"converged\" (every node starts at 0 s knowing all)");
+        }
+      }
+    } else if (mode != "join") {
+      return br.error("mode", "unknown mode '" + mode + "' (expected join or converged)");
+    }
     SHOAL_TRY_STATUS(br.read_duration("spread", sc.bootstrap.spread));
     SHOAL_TRY_STATUS(br.read_u32("seeds", sc.bootstrap.seeds, 16));
     SHOAL_TRY_STATUS(br.reject_unknown());

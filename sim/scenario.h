@@ -62,11 +62,17 @@ struct ClockOptions {
   double drift_ppm_max = 0;  // Each node's clock runs fast or slow by uniform(-max, +max) ppm.
 };
 
-// How the initial nodes join: node i starts at i * spread / N and joins
-// through up to `seeds` nodes started before it.
+// How the initial nodes start. "join" (the default): node i starts at
+// i * spread / N and joins through up to `seeds` nodes started before it, a
+// real join storm. "converged": every initial node starts at t = 0 already
+// knowing all the others, as a mesh that was running before the scenario
+// began; each core is seeded with Membership::restore_members (the same call
+// an agent makes with its saved member list after a restart). Spread and
+// seeds do not apply to it.
 struct BootstrapOptions {
   Duration spread = seconds(5);
   std::uint32_t seeds = 3;
+  bool converged = false;
 };
 
 struct Bounds {

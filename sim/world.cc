@@ -40,6 +40,9 @@ constexpr std::size_t kTrackedMax = 4096;
 constexpr std::size_t kLogFlushBytes = 64 * 1024;
 constexpr Duration kLeaveGrace = seconds(10);
 constexpr std::uint32_t kRejoinSeeds = 3;
+constexpr const char* kSimVersion = "sim";  // Every node's software version.
+// kStart's aux: start from the roster (converged bootstrap) instead of joining.
+constexpr std::uint64_t kStartRestored = UINT64_MAX;
 
 enum class EvType : std::uint8_t {
   kStart,
@@ -259,13 +262,31 @@ World::World(const Scenario& scenario, WorldOptions options)
   dc_net_down_.assign(scenario_.dcs.size(), 0);
   report_.traffic.resize(static_cast<std::size_t>(scenario_.duration.count() / 1000000) + 1);
 
-  // Bootstrap: initial node k starts at k * spread / N.
+  // Bootstrap: initial node k starts at k * spread / N and joins; or, when
+  // converged, every initial node starts at 0 s from the roster of all.
+  if (scenario_.bootstrap.converged) {
+    roster_.reserve(initial);
+    for (std::uint32_t k = 0; k < initial; ++k) {
+      const Node& n = nodes_[k];
+      gossip::Member m;
+      m.id = n.id;
+      m.name = n.name;
+      m.dc = scenario_.dcs[n.dc].name;
+      m.addr = n.addr;
+      m.public_key = n.public_key;
+      m.incarnation = n.incarnation_disk + 1;  // What the core starts with (Config::initial_incarnation + 1).
+      m.status = gossip::MemberStatus::kAlive;
+      m.health.version = kSimVersion;
+      roster_.push_back(std::move(m));
+    }
+    roster_pending_ = initial;
+  }
   for (std::uint32_t k = 0; k < initial; ++k) {
     QueuedEvent ev;
     ev.at = Instant(scenario_.bootstrap.spread * k / initial);
     ev.type = EvType::kStart;
     ev.node = k;
-    ev.aux = scenario_.bootstrap.seeds;
+    ev.aux = scenario_.bootstrap.converged ? kStartRestored : scenario_.bootstrap.seeds;
     push(std::move(ev));
   }
 }
@@ -452,7 +473,9 @@ void World::process(QueuedEvent& ev) {
   switch (ev.type) {
     case EvType::kStart: {
       Node& n = nodes_[ev.node];
-      if (n.state == Node::State::kNotStarted) {
+      if (n.state == Node::State::kNotStarted && ev.aux == kStartRestored) {
+        start_node(ev.node, {}, /*restore=*/true);
+      } else if (n.state == Node::State::kNotStarted) {
         start_node(ev.node, pick_seeds(ev.node, static_cast<std::uint32_t>(ev.aux)));
       }
       break;
@@ -539,7 +562,7 @@ std::vector<std::uint32_t> World::pick_seeds(std::uint32_t self, std::uint32_t c
   return out;
 }
 
-void World::start_node(std::uint32_t i, std::vector<std::uint32_t> seeds) {
+void World::start_node(std::uint32_t i, std::vector<std::uint32_t> seeds, bool restore) {
   Node& n = nodes_[i];
   SHOAL_ASSERT(n.state != Node::State::kRunning);
   const bool restart = n.state != Node::State::kNotStarted;
@@ -550,7 +573,7 @@ void World::start_node(std::uint32_t i, std::vector<std::uint32_t> seeds) {
   cfg.public_key = n.public_key;
   cfg.advertise = n.addr;
   cfg.initial_incarnation = n.incarnation_disk;
-  cfg.health.version = "sim";
+  cfg.health.version = kSimVersion;
   const Instant local = local_time(i, now_);
   n.core = std::make_unique<gossip::Membership>(std::move(cfg), n.prng, local);
   n.floor = n.core->self().incarnation;
@@ -567,7 +590,21 @@ void World::start_node(std::uint32_t i, std::vector<std::uint32_t> seeds) {
   ++running_count_;
   close_tracked(i);
   // A new process knows nobody: reset its row of the mirror, then count it.
-  std::memset(&views_[static_cast<std::size_t>(i) * nodes_.size()], 0, nodes_.size());
+  std::uint8_t* row = &views_[static_cast<std::size_t>(i) * nodes_.size()];
+  std::memset(row, 0, nodes_.size());
+  if (restore) {
+    // Seeded with every initial node, all alive; the core emits no events
+    // for a restore, so the mirror row is set from the same roster.
+    SHOAL_ASSERT(roster_pending_ > 0);
+    const std::size_t added = n.core->restore_members(local, roster_);
+    SHOAL_ASSERT(added + 1 == roster_.size());
+    std::memset(row, static_cast<int>(View::kAlive), roster_.size());
+    row[i] = static_cast<std::uint8_t>(View::kUnknown);
+    if (--roster_pending_ == 0) {
+      roster_.clear();
+      roster_.shrink_to_fit();
+    }
+  }
   set_truth(i, true);
   set_counted(i, true);
   if (restart || now_ > Instant(scenario_.bootstrap.spread)) {

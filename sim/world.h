@@ -124,7 +124,8 @@ class World {
   void advance_to(Instant t);
 
   // Node lifecycle.
-  void start_node(std::uint32_t i, std::vector<std::uint32_t> seeds);
+  // `restore`: the converged bootstrap; the core is seeded with roster_.
+  void start_node(std::uint32_t i, std::vector<std::uint32_t> seeds, bool restore = false);
   void crash_node(std::uint32_t i, bool host_down);
   void stop_node(std::uint32_t i);  // After a graceful leave.
   void pause_node(std::uint32_t i, Duration d);
@@ -176,6 +177,8 @@ class World {
   std::vector<Action> actions_;
   std::vector<std::vector<std::uint32_t>> sticky_;  // Per fault spec: nodes picked first.
   std::vector<std::uint8_t> views_;                 // node_count^2, View values.
+  std::vector<gossip::Member> roster_;  // Converged bootstrap: the initial nodes, freed once all started.
+  std::uint32_t roster_pending_ = 0;    // Initial nodes still to start from roster_.
   std::vector<std::uint8_t> live_;                  // Truth per subject.
   std::uint64_t disagreements_ = 0;
   Instant network_disturbed_at_ = Instant(-seconds(1000000));
