@@ -1,0 +1,87 @@
+#pragma once
+// node/core/paxos.h: the acceptor side of the per-project register, and the
+// messages of the protocol with their wire form. One CASPaxos instance per
+// (project, generation); the acceptor is a pure step function over a record
+// that the driver makes durable before it sends the reply. No I/O.
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "base/bytes.h"
+#include "base/crypto.h"
+#include "base/result.h"
+#include "node/core/placement.h"
+
+namespace shoal::core {
+
+// Totally ordered and owned by one proposer: (counter, proposer id).
+struct Ballot {
+  std::uint64_t counter = 0;
+  NodeId proposer;
+  auto operator<=>(const Ballot&) const = default;
+  bool is_zero() const { return counter == 0; }
+};
+
+// Durable state of one acceptor for one (project, generation).
+struct AcceptorRecord {
+  Ballot promised;
+  Ballot accepted;  // Zero when nothing accepted yet.
+  std::optional<RegisterValue> value;
+  bool operator==(const AcceptorRecord&) const = default;
+};
+
+struct Prepare {
+  std::string project;
+  std::uint64_t generation = 0;
+  Ballot ballot;
+};
+struct Promise {
+  std::string project;
+  std::uint64_t generation = 0;
+  Ballot ballot;     // The ballot promised.
+  Ballot accepted;   // Zero when value is empty.
+  std::optional<RegisterValue> value;
+};
+// Accept also promises `next` (the same proposer's following ballot), so a
+// proposer whose accept a majority acknowledged skips phase 1 next time.
+struct Accept {
+  std::string project;
+  std::uint64_t generation = 0;
+  Ballot ballot;
+  RegisterValue value;
+  Ballot next;
+};
+struct Accepted {
+  std::string project;
+  std::uint64_t generation = 0;
+  Ballot ballot;
+};
+struct Reject {
+  std::string project;
+  std::uint64_t generation = 0;
+  Ballot ballot;     // The ballot refused.
+  Ballot promised;   // What the acceptor has promised instead.
+};
+
+using Message = std::variant<Prepare, Promise, Accept, Accepted, Reject>;
+
+const std::string& message_project(const Message& message);
+std::uint64_t message_generation(const Message& message);
+
+Bytes encode_message(const Message& message);
+Result<Message> decode_message(ByteView bytes);
+
+// What an acceptor does with one request: the record to persist (if it
+// changed) and the reply to send only after it is durable.
+struct AcceptorStep {
+  std::optional<AcceptorRecord> write;
+  Message reply;
+};
+
+// REQUIRES: request is a Prepare or an Accept.
+AcceptorStep acceptor_step(const AcceptorRecord& record, const Message& request);
+
+}  // namespace shoal::core
