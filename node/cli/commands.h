@@ -23,5 +23,7 @@ int cmd_agent(Args args);
 int cmd_snapshot(Args args);
 int cmd_replicate(Args args);
 int cmd_transfers(Args args);
+int cmd_project(Args args);  // project_cmd.cc
+int cmd_where(Args args);    // project_cmd.cc
 
 }  // namespace shoal::cli

@@ -24,6 +24,8 @@ constexpr Command kCommands[] = {
     {"watch", cmd_watch, "stream membership events"},
     {"join", cmd_join, "ask the agent to join a mesh"},
     {"leave", cmd_leave, "make the agent leave the mesh and exit"},
+    {"project", cmd_project, "create, list, save and restore projects placed on the mesh"},
+    {"where", cmd_where, "where a project lives: its committed epoch, primary and replicas"},
     {"snapshot", cmd_snapshot, "save, list, restore, verify and prune project snapshots"},
     {"replicate", cmd_replicate, "copy a snapshot to another node"},
     {"transfers", cmd_transfers, "list active and recent snapshot transfers"},
