@@ -7,7 +7,9 @@
 namespace shoal::core {
 namespace {
 
-enum class Kind : std::uint64_t { kPrepare = 1, kPromise = 2, kAccept = 3, kAccepted = 4, kReject = 5 };
+enum class Kind : std::uint64_t {
+  kPrepare = 1, kPromise = 2, kAccept = 3, kAccepted = 4, kReject = 5, kLocate = 6, kLocated = 7,
+};
 
 // Messages are msgpack arrays: [kind, project, generation, ballot, ...].
 void encode_ballot(Encoder& out, const Ballot& b) {
@@ -41,6 +43,28 @@ std::optional<RegisterValue> decode_optional_value(Reader& in) {
 
 }  // namespace
 
+Bytes encode_acceptor_record(const AcceptorRecord& record) {
+  Encoder out;
+  out.array(3);
+  encode_ballot(out, record.promised);
+  encode_ballot(out, record.accepted);
+  encode_optional_value(out, record.value);
+  return out.take();
+}
+
+Result<AcceptorRecord> decode_acceptor_record(ByteView bytes) {
+  auto parsed = Decoded::parse(bytes);
+  if (!parsed) return std::unexpected(parsed.error());
+  Reader r = parsed->root(3);
+  AcceptorRecord record;
+  record.promised = decode_ballot(r);
+  record.accepted = decode_ballot(r);
+  record.value = decode_optional_value(r);
+  r.expect_end();
+  if (!r.ok()) return std::unexpected(r.error());
+  return record;
+}
+
 const std::string& message_project(const Message& message) {
   return std::visit([](const auto& m) -> const std::string& { return m.project; }, message);
 }
@@ -56,9 +80,16 @@ Bytes encode_message(const Message& message) {
         using T = std::decay_t<decltype(m)>;
         const auto head = [&](Kind kind, std::uint32_t items) {
           out.array(items).u64(static_cast<std::uint64_t>(kind)).str(m.project).u64(m.generation);
-          encode_ballot(out, m.ballot);
+          if constexpr (requires { m.ballot; }) encode_ballot(out, m.ballot);
         };
-        if constexpr (std::is_same_v<T, Prepare>) {
+        if constexpr (std::is_same_v<T, Locate>) {
+          head(Kind::kLocate, 3);
+        } else if constexpr (std::is_same_v<T, Located>) {
+          head(Kind::kLocated, 5);
+          out.boolean(m.known);
+          out.array(static_cast<std::uint32_t>(m.acceptors.size()));
+          for (const NodeId& id : m.acceptors) out.bin(ByteView(id.bytes.data(), id.bytes.size()));
+        } else if constexpr (std::is_same_v<T, Prepare>) {
           head(Kind::kPrepare, 4);
         } else if constexpr (std::is_same_v<T, Promise>) {
           head(Kind::kPromise, 6);
@@ -87,8 +118,28 @@ Result<Message> decode_message(ByteView bytes) {
   const std::uint64_t kind = r.u64();
   std::string project = r.str(kProjectIdBytesMax);
   const std::uint64_t generation = r.u64();
-  const Ballot ballot = decode_ballot(r);
   Message message;
+  if (kind == static_cast<std::uint64_t>(Kind::kLocate) || kind == static_cast<std::uint64_t>(Kind::kLocated)) {
+    if (kind == static_cast<std::uint64_t>(Kind::kLocate)) {
+      message = Locate{std::move(project), generation};
+    } else {
+      Located m{std::move(project), generation, r.boolean(), {}};
+      Reader list = r.array(kReplicasMax);
+      while (list.ok() && !list.at_end()) {
+        NodeId id;
+        list.bin_exact(id.bytes);
+        m.acceptors.push_back(id);
+      }
+      message = std::move(m);
+    }
+    r.expect_end();
+    if (!r.ok()) return std::unexpected(r.error());
+    if (const Status valid = validate_project_id(message_project(message)); !valid) {
+      return std::unexpected(valid.error());
+    }
+    return message;
+  }
+  const Ballot ballot = decode_ballot(r);
   switch (static_cast<Kind>(kind)) {
     case Kind::kPrepare:
       message = Prepare{std::move(project), generation, ballot};

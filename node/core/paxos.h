@@ -66,10 +66,27 @@ struct Reject {
   Ballot promised;   // What the acceptor has promised instead.
 };
 
-using Message = std::variant<Prepare, Promise, Accept, Accepted, Reject>;
+// Not Paxos: "which generation of this project do you know, and its
+// acceptors?" A node without local state asks before its first proposal; the
+// answer is only a hint (the proposer corrects stale ones).
+struct Locate {
+  std::string project;
+  std::uint64_t generation = 0;  // Unused; kept so every message has one.
+};
+struct Located {
+  std::string project;
+  std::uint64_t generation = 0;  // The newest generation holding a value here.
+  bool known = false;            // False: this node holds nothing for the project.
+  std::vector<NodeId> acceptors;
+};
+
+using Message = std::variant<Prepare, Promise, Accept, Accepted, Reject, Locate, Located>;
 
 const std::string& message_project(const Message& message);
 std::uint64_t message_generation(const Message& message);
+
+Bytes encode_acceptor_record(const AcceptorRecord& record);
+Result<AcceptorRecord> decode_acceptor_record(ByteView bytes);
 
 Bytes encode_message(const Message& message);
 Result<Message> decode_message(ByteView bytes);

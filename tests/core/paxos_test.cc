@@ -122,6 +122,8 @@ TEST(Messages, RoundTripEveryKind) {
       Accept{"proj.1", 2, {5, node(3)}, v, {6, node(3)}},
       Accepted{"proj.1", 2, {5, node(3)}},
       Reject{"proj.1", 2, {5, node(3)}, {8, node(1)}},
+      Locate{"proj.1", 0},
+      Located{"proj.1", 3, true, {node(1), node(2), node(3)}},
   };
   for (const Message& m : all) {
     const Bytes wire = encode_message(m);

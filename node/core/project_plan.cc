@@ -1,0 +1,88 @@
+// node/core/project_plan.cc: failover and replica replacement decisions.
+#include "node/core/project_plan.h"
+
+#include <algorithm>
+
+namespace shoal::core {
+namespace {
+
+std::vector<Candidate> live_candidates(std::span<const MemberInfo> members) {
+  std::vector<Candidate> out;
+  for (const MemberInfo& m : members) {
+    if (m.liveness == Liveness::kAlive) out.push_back({m.id, m.dc, m.weight});
+  }
+  return out;
+}
+
+}  // namespace
+
+const MemberInfo* find_member(std::span<const MemberInfo> members, const NodeId& id) {
+  for (const MemberInfo& m : members) {
+    if (m.id == id) return &m;
+  }
+  return nullptr;
+}
+
+bool confirmed_dead(std::span<const MemberInfo> members, const NodeId& id) {
+  const MemberInfo* m = find_member(members, id);
+  return m != nullptr && m->liveness == Liveness::kDead;
+}
+
+std::optional<Placement> plan_failover(const Placement& current, std::span<const MemberInfo> members,
+                                       const NodeId& self, bool self_holds_last_ack, bool grace_expired) {
+  if (!confirmed_dead(members, current.primary) || !current.is_replica(self) || !self_holds_last_ack) {
+    return std::nullopt;
+  }
+  const MemberInfo* me = find_member(members, self);
+  if (me == nullptr || me->liveness != Liveness::kAlive) return std::nullopt;
+  if (!grace_expired) {
+    // The live replicas, ranked as the ranking would: preferred DC first.
+    std::vector<Candidate> replicas;
+    for (const NodeId& id : current.replicas) {
+      const MemberInfo* m = find_member(members, id);
+      if (m != nullptr && m->liveness == Liveness::kAlive) replicas.push_back({m->id, m->dc, m->weight});
+    }
+    const Target best = rank_placement(current.project, replicas, current.preferred_dc, 1);
+    if (best.replicas.empty() || best.primary != self) return std::nullopt;
+  }
+  Placement next = current;
+  next.primary = self;
+  next.epoch = current.epoch + 1;
+  return next;
+}
+
+std::optional<Placement> plan_replace_dead(const Placement& current, std::span<const MemberInfo> members,
+                                           const NodeId& self) {
+  if (current.primary != self) return std::nullopt;
+  const std::vector<Candidate> live = live_candidates(members);
+  Placement next = current;
+  bool changed = false;
+  for (NodeId& replica : next.replicas) {
+    if (replica == self || !confirmed_dead(members, replica)) continue;
+    const MemberInfo* dead = find_member(members, replica);
+    std::optional<NodeId> pick;
+    for (const NodeId& id : rank_in_dc(current.project, live, dead->dc)) {
+      if (!next.is_replica(id)) {
+        pick = id;
+        break;
+      }
+    }
+    if (!pick) {
+      const Target anywhere = rank_placement(current.project, live, current.preferred_dc, live.size());
+      for (const NodeId& id : anywhere.replicas) {
+        if (!next.is_replica(id)) {
+          pick = id;
+          break;
+        }
+      }
+    }
+    if (pick) {
+      replica = *pick;
+      changed = true;
+    }
+  }
+  if (!changed) return std::nullopt;
+  return next;
+}
+
+}  // namespace shoal::core

@@ -1,0 +1,48 @@
+#pragma once
+// node/core/project_plan.h: what a node should ask the register to become
+// when members die: a new primary (failover) or a replacement replica. Pure
+// functions over a placement and a member view; the agent and the simulator
+// run them and submit the result as a compare-and-set change.
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "node/core/placement.h"
+#include "node/core/ranking.h"
+
+namespace shoal::core {
+
+enum class Liveness : std::uint8_t {
+  kAlive,    // Alive or suspected: not a reason to move anything.
+  kDead,     // Confirmed dead, or left.
+};
+
+struct MemberInfo {
+  NodeId id;
+  std::string dc;
+  Liveness liveness = Liveness::kAlive;
+  double weight = 1.0;
+};
+
+// Missing information never moves anything: a node absent from the view is
+// neither dead nor a candidate.
+const MemberInfo* find_member(std::span<const MemberInfo> members, const NodeId& id);
+bool confirmed_dead(std::span<const MemberInfo> members, const NodeId& id);
+
+// The failover `self` should propose, or nullopt. Only when the primary is
+// confirmed dead, self is a live replica that holds the last acknowledged
+// snapshot, and either self is the best-ranked such replica (preferred DC
+// first) or `grace_expired` (the better-ranked ones did not act in time).
+// The result has primary = self and epoch + 1; replicas are unchanged.
+std::optional<Placement> plan_failover(const Placement& current, std::span<const MemberInfo> members,
+                                       const NodeId& self, bool self_holds_last_ack, bool grace_expired);
+
+// For the primary: replace every confirmed-dead replica by the best-ranked
+// live node of the same DC not yet a replica (else the best-ranked live node
+// anywhere). nullopt when nothing is dead or no replacement exists.
+std::optional<Placement> plan_replace_dead(const Placement& current, std::span<const MemberInfo> members,
+                                           const NodeId& self);
+
+}  // namespace shoal::core

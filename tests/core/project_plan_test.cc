@@ -1,0 +1,85 @@
+// Failover and replacement planning: only confirmed deaths move anything,
+// only a replica holding the last acknowledged snapshot takes over.
+#include "node/core/project_plan.h"
+
+#include <gtest/gtest.h>
+
+namespace shoal::core {
+namespace {
+
+NodeId node(int i) {
+  NodeId id;
+  id.bytes[0] = static_cast<std::uint8_t>(i + 1);
+  return id;
+}
+
+struct Fixture {
+  std::vector<MemberInfo> members;
+  Placement p;
+  Fixture() {
+    // Nodes 0,1 in a; 2,3 in b; 4,5 in c. Replicas 0 (primary), 2, 4.
+    for (int i = 0; i < 6; ++i) members.push_back({node(i), std::string(1, static_cast<char>('a' + i / 2))});
+    p.project = "proj";
+    p.primary = node(0);
+    p.replicas = {node(0), node(2), node(4)};
+    p.epoch = 3;
+    p.preferred_dc = "a";
+  }
+  void kill(int i) { members[static_cast<std::size_t>(i)].liveness = Liveness::kDead; }
+};
+
+TEST(PlanFailover, NothingWhilePrimaryIsAliveOrUnknown) {
+  Fixture f;
+  EXPECT_FALSE(plan_failover(f.p, f.members, node(2), true, true));
+  f.members.erase(f.members.begin());  // Primary missing from the view: no information.
+  EXPECT_FALSE(plan_failover(f.p, f.members, node(2), true, true));
+}
+
+TEST(PlanFailover, ExactlyOneBestReplicaActsAtOnceOthersAfterGrace) {
+  Fixture f;
+  f.kill(0);
+  int acting = 0;
+  for (int i : {2, 4}) {
+    if (auto next = plan_failover(f.p, f.members, node(i), true, false)) {
+      ++acting;
+      EXPECT_EQ(next->primary, node(i));
+      EXPECT_EQ(next->epoch, 4u);
+      EXPECT_EQ(next->replicas, f.p.replicas);
+    }
+  }
+  EXPECT_EQ(acting, 1);
+  EXPECT_TRUE(plan_failover(f.p, f.members, node(2), true, true));
+  EXPECT_TRUE(plan_failover(f.p, f.members, node(4), true, true));
+}
+
+TEST(PlanFailover, NeverFromANodeLackingTheSnapshotOrNotAReplica) {
+  Fixture f;
+  f.kill(0);
+  EXPECT_FALSE(plan_failover(f.p, f.members, node(2), false, true));
+  EXPECT_FALSE(plan_failover(f.p, f.members, node(1), true, true));
+}
+
+TEST(PlanReplaceDead, ReplacesInTheSameDcOnlyOnThePrimary) {
+  Fixture f;
+  f.kill(2);
+  EXPECT_FALSE(plan_replace_dead(f.p, f.members, node(4)));
+  auto next = plan_replace_dead(f.p, f.members, node(0));
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->replicas, (std::vector<NodeId>{node(0), node(3), node(4)}));
+  EXPECT_EQ(next->epoch, f.p.epoch);
+}
+
+TEST(PlanReplaceDead, WholeDcGoneSpreadsElsewhereAndNothingDeadMeansNoChange) {
+  Fixture f;
+  EXPECT_FALSE(plan_replace_dead(f.p, f.members, node(0)));
+  f.kill(2);
+  f.kill(3);
+  auto next = plan_replace_dead(f.p, f.members, node(0));
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(next->is_replica(node(2)));
+  EXPECT_TRUE(next->is_replica(node(1)) || next->is_replica(node(5)));
+  EXPECT_EQ(next->replicas.size(), 3u);
+}
+
+}  // namespace
+}  // namespace shoal::core
