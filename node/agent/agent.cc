@@ -147,6 +147,10 @@ Status AgentImpl::init() {
   }
   transfers_ = std::move(*transfers);
   net_->set_transfer_handoff([this](uv_os_sock_t fd, ByteView first) { transfers_->adopt(fd, first); });
+  // Transfer start, progress (rate-limited), retries and ends go to /v1/events (`shoal watch`).
+  transfers_->set_on_event([this](TransferEventKind kind, const TransferInfo& info) {
+    admin_->publish_event(transfer_event_line(kind, info, std::chrono::system_clock::now()));
+  });
 
   gossip::Config config = gossip::profile_config(options_.profile);
   config.name = options_.name;

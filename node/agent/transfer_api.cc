@@ -73,18 +73,27 @@ nlohmann::json transfer_json(const TransferInfo& t) {
          {"chunks_refused", p.chunks_refused},
          {"walk_complete", p.walk_complete},
          {"already_held", p.snapshot_already_held},
-         {"bytes_per_second", p.bytes_per_second}};
+         {"bytes_per_second", p.bytes_per_second},
+         {"attempts", t.attempts}};
   if (p.eta) {
     j["eta_seconds"] = to_seconds(*p.eta);
   }
   if (t.finished) {
     j["seconds"] = to_seconds(*t.finished - t.started);
   }
-  if (t.state == TransferState::kFailed) {
-    j["error"] = t.error.message;
+  if (t.state == TransferState::kFailed || t.state == TransferState::kRetrying) {
+    j["error"] = t.error.message;  // Retrying: why the last attempt failed.
     j["code"] = std::string(code_name(t.error.code));
   }
   return j;
+}
+
+std::string transfer_event_line(TransferEventKind kind, const TransferInfo& info,
+                                 std::chrono::system_clock::time_point wall_time) {
+  return json_text(json{{"time", rfc3339_utc_ms(wall_time)},
+                        {"event", std::string(transfer_event_name(kind))},
+                        {"transfer", transfer_json(info)}}) +
+         "\n";
 }
 
 std::string render_transfer_metrics(const TransferMetrics& m) {
@@ -103,6 +112,11 @@ std::string render_transfer_metrics(const TransferMetrics& m) {
   counter("shoal_transfer_wire_bytes_in_total", "Bytes read from transfer sockets.", m.wire_bytes_in);
   counter("shoal_transfers_done_total", "Transfers finished successfully.", m.transfers_done);
   counter("shoal_transfers_failed_total", "Transfers that failed.", m.transfers_failed);
+  counter("shoal_transfer_retries_total", "Attempts scheduled after a failed attempt.", m.transfer_retries);
+  counter("shoal_transfer_connections_refused_total", "Inbound transfer connections refused at the limit.",
+          m.connections_refused);
+  counter("shoal_transfer_connections_evicted_total",
+          "Inbound connections closed while handshaking to admit a newer one.", m.connections_evicted);
   counter("shoal_transfer_handshakes_completed_total", "Secure channel handshakes completed.",
           m.channel.handshakes_completed);
   out += "# HELP shoal_transfer_channel_failures_total Secure channels failed (handshake or stream), by reason.\n";

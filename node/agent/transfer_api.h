@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -50,6 +51,10 @@ class TransferBackend {
 // agent runs without transfers): 503.
 std::optional<AdminReply> handle_transfer_request(const HttpRequest& request, TransferBackend* backend);
 nlohmann::json transfer_json(const TransferInfo& info);
+// One line of the event stream (/v1/events), newline-terminated:
+// {"time": ..., "event": "transfer_progress", "transfer": {...transfer_json}}
+std::string transfer_event_line(TransferEventKind kind, const TransferInfo& info,
+                                std::chrono::system_clock::time_point wall_time);
 // Prometheus text for the transfer counters.
 std::string render_transfer_metrics(const TransferMetrics& metrics);
 
@@ -68,6 +73,7 @@ class TransferService final : public TransferBackend {
   // An accepted socket whose first byte was kTransferFirstByte.
   void adopt(uv_os_sock_t fd, ByteView first_bytes) { net_->adopt(fd, first_bytes); }
   void close() { net_->close(); }
+  void set_on_event(TransferNet::EventFn fn) { net_->set_on_event(std::move(fn)); }
   storage::SnapshotStore& store() { return *store_; }
 
   Result<std::uint64_t> replicate(const ReplicateRequest& request) override;

@@ -21,11 +21,41 @@ std::string_view transfer_state_name(TransferState state) {
   switch (state) {
     case TransferState::kConnecting: return "connecting";
     case TransferState::kActive: return "active";
+    case TransferState::kRetrying: return "retrying";
     case TransferState::kDone: return "done";
     case TransferState::kFailed: return "failed";
   }
   return "unknown";
 }
+
+std::string_view transfer_event_name(TransferEventKind kind) {
+  switch (kind) {
+    case TransferEventKind::kStarted: return "transfer_started";
+    case TransferEventKind::kProgress: return "transfer_progress";
+    case TransferEventKind::kRetrying: return "transfer_retrying";
+    case TransferEventKind::kCompleted: return "transfer_completed";
+    case TransferEventKind::kFailed: return "transfer_failed";
+  }
+  return "transfer_unknown";
+}
+
+namespace {
+
+// Codes a new connection may cure (docs/protocol.md, 2.7 and 3.4).
+bool retryable(Code code) {
+  switch (code) {
+    case Code::kAborted:
+    case Code::kDeadlineExceeded:
+    case Code::kUnavailable:
+    case Code::kIOError:
+    case Code::kResourceExhausted:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 struct TransferNet::Conn {
   struct PendingOffer {
@@ -94,7 +124,10 @@ TransferNet::TransferNet(uv_loop_t* loop, const Identity& identity, const Keyrin
       store_(store),
       source_(store),
       authorize_(std::move(authorize)),
-      read_buffer_(new char[kTransferReadBufferBytes]) {}
+      read_buffer_(new char[kTransferReadBufferBytes]) {
+  SHOAL_ASSERT(uv_timer_init(loop_, &retry_timer_) == 0);
+  retry_timer_.data = this;
+}
 
 TransferNet::~TransferNet() {
   // close() must have run and the loop must have processed the close callbacks.
@@ -181,6 +214,7 @@ void TransferNet::on_connection(uv_stream_t* server, int status) {
     net->close_conn(*c);
     return;
   }
+  net->evict_handshaking();
   ++net->metrics_.connections_in;
   sockaddr_storage peer{};
   int len = sizeof peer;
@@ -201,6 +235,7 @@ void TransferNet::adopt(uv_os_sock_t fd, ByteView first_bytes) {
     ::close(fd);
     return;
   }
+  evict_handshaking();
   Conn* c = new_conn(false, "");
   if (const int rc = uv_tcp_open(&c->tcp, fd); rc != 0) {
     spdlog::warn("transfer: cannot adopt an accepted socket: {}", from_uv(rc, "uv_tcp_open").message);
@@ -268,17 +303,21 @@ Status TransferNet::admit_transfer(const std::string& project) const {
 
 std::uint64_t TransferNet::begin_transfer(Conn& conn, TransferDirection direction, const std::string& peer_name,
                                           const std::string& project, const storage::ChunkId& snapshot,
-                                          std::uint64_t size_hint) {
-  TransferInfo info;
-  info.id = next_transfer_id_++;
-  info.direction = direction;
-  info.peer = peer_name;
-  info.project = project;
-  info.snapshot = snapshot;
-  info.state = TransferState::kConnecting;
-  info.started = monotonic_now();
-  active_.push_back(info);
-  conn.pending.push_back(Conn::PendingOffer{.transfer_id = info.id,
+                                          std::uint64_t size_hint, std::uint64_t retry_of) {
+  std::uint64_t id = retry_of;
+  if (retry_of == 0) {
+    TransferInfo info;
+    info.id = id = next_transfer_id_++;
+    info.direction = direction;
+    info.peer = peer_name;
+    info.project = project;
+    info.snapshot = snapshot;
+    info.state = TransferState::kConnecting;
+    info.started = monotonic_now();
+    active_.push_back(info);
+    emit(TransferEventKind::kStarted, info);
+  }
+  conn.pending.push_back(Conn::PendingOffer{.transfer_id = id,
                                             .project = project,
                                             .snapshot = snapshot,
                                             .size_hint = size_hint,
@@ -287,17 +326,135 @@ std::uint64_t TransferNet::begin_transfer(Conn& conn, TransferDirection directio
     start_pending_offers(conn, monotonic_now());
     pump(conn);
   }
-  return info.id;
+  return id;
+}
+
+void TransferNet::remember_for_retry(std::uint64_t id, const TransferPeer& peer, TransferDirection direction,
+                                     std::uint64_t size_hint) {
+  // The transfer may have failed already (a refused dial finishes at once).
+  if (std::any_of(active_.begin(), active_.end(), [&](const TransferInfo& t) { return t.id == id; })) {
+    retries_[id] = Retry{.peer = peer, .direction = direction, .size_hint = size_hint};
+  }
+}
+
+bool TransferNet::schedule_retry(TransferInfo& info, const Error& error, Instant now) {
+  const auto r = retries_.find(info.id);
+  if (r == retries_.end() || closing_ || !retryable(error.code) || info.attempts >= attempts_max_) {
+    return false;
+  }
+  // 250 ms, 500 ms, 1 s, ... capped, each +-25% so that many transfers failed
+  // by one event do not all come back at the same instant.
+  double backoff_s = to_seconds(kTransferRetryFirst) * static_cast<double>(1u << std::min<std::uint32_t>(info.attempts - 1, 16));
+  backoff_s = std::min(backoff_s, to_seconds(kTransferRetryMax));
+  backoff_s *= 0.75 + 0.5 * random_.uniform_double();
+  info.state = TransferState::kRetrying;
+  info.error = error;
+  info.retry_at = now + Duration(static_cast<std::int64_t>(backoff_s * 1e6));
+  ++metrics_.transfer_retries;
+  spdlog::warn("transfer {}: attempt {} of {} with {} failed: {}; retrying in {:.2f} s", info.id, info.attempts,
+               attempts_max_, info.peer, error.to_string(), backoff_s);
+  emit(TransferEventKind::kRetrying, info);
+  arm_retry_timer(now);
+  return true;
+}
+
+void TransferNet::arm_retry_timer(Instant now) {
+  std::optional<Instant> next;
+  for (const auto& t : active_) {
+    if (t.state == TransferState::kRetrying && t.retry_at && (!next || *t.retry_at < *next)) {
+      next = t.retry_at;
+    }
+  }
+  if (!next || closing_) {
+    uv_timer_stop(&retry_timer_);
+    return;
+  }
+  const auto wait_ms = std::max<std::int64_t>(0, (to_us(*next) - to_us(now) + 999) / 1000);
+  uv_timer_start(
+      &retry_timer_, [](uv_timer_t* t) { static_cast<TransferNet*>(t->data)->run_retries(); },
+      static_cast<std::uint64_t>(wait_ms), 0);
+}
+
+void TransferNet::run_retries() {
+  if (closing_) {
+    return;
+  }
+  const Instant now = monotonic_now();
+  std::vector<std::uint64_t> due;
+  for (const auto& t : active_) {
+    if (t.state == TransferState::kRetrying && t.retry_at && *t.retry_at <= now) {
+      due.push_back(t.id);
+    }
+  }
+  for (const std::uint64_t id : due) {
+    auto it = std::find_if(active_.begin(), active_.end(), [&](const TransferInfo& t) { return t.id == id; });
+    const auto r = retries_.find(id);
+    if (it == active_.end() || r == retries_.end()) {
+      continue;
+    }
+    ++it->attempts;
+    it->state = TransferState::kConnecting;
+    it->retry_at.reset();
+    const TransferInfo info = *it;
+    spdlog::info("transfer {}: attempt {} of {} with {}", id, info.attempts, attempts_max_, info.peer);
+    auto conn = connection_to(r->second.peer);
+    if (!conn) {
+      finish(id, TransferState::kFailed, conn.error(), {}, now);
+      continue;
+    }
+    begin_transfer(**conn, r->second.direction, info.peer, info.project, info.snapshot, r->second.size_hint, id);
+  }
+  arm_retry_timer(monotonic_now());
+}
+
+void TransferNet::evict_handshaking() {
+  // Inbound connections still handshaking, oldest last in conns_ (new ones go first).
+  std::size_t handshaking = 0;
+  Conn* oldest = nullptr;
+  for (auto& c : conns_) {
+    if (!c->outbound && !c->closing && c->conn && !c->conn->channel().established()) {
+      ++handshaking;
+      oldest = c.get();
+    }
+  }
+  if (handshaking >= kTransferHandshakingInboundMax && oldest != nullptr) {
+    ++metrics_.connections_evicted;
+    spdlog::warn("transfer: {} inbound connections handshaking; closing the oldest, from {}", handshaking,
+                 oldest->peer_label);
+    close_conn(*oldest);
+  }
+}
+
+void TransferNet::emit(TransferEventKind kind, const TransferInfo& info) {
+  if (on_event_) {
+    on_event_(kind, info);
+  }
+}
+
+std::optional<std::uint64_t> TransferNet::running(TransferDirection direction, const TransferPeer& peer,
+                                                  const std::string& project, const storage::ChunkId& snapshot) const {
+  for (const auto& t : active_) {
+    if (t.direction == direction && t.project == project && t.snapshot == snapshot && retries_.contains(t.id) &&
+        retries_.at(t.id).peer.key == peer.key) {
+      return t.id;
+    }
+  }
+  return std::nullopt;
 }
 
 Result<std::uint64_t> TransferNet::pull(const TransferPeer& peer, const std::string& project,
                                         const storage::ChunkId& snapshot) {
   SHOAL_TRY_STATUS(admit_transfer(project));
+  if (auto id = running(TransferDirection::kReceive, peer, project, snapshot)) {
+    return *id;
+  }
   auto conn = connection_to(peer);
   if (!conn) {
     return std::unexpected(conn.error());
   }
-  return begin_transfer(**conn, TransferDirection::kReceive, peer.name, project, snapshot, 0);
+  const std::uint64_t id = begin_transfer(**conn, TransferDirection::kReceive, peer.name, project, snapshot, 0);
+  remember_for_retry(id, peer, TransferDirection::kReceive, 0);
+  return id;
 }
 
 Result<std::uint64_t> TransferNet::push(const TransferPeer& peer, const std::string& project,
@@ -312,11 +469,17 @@ Result<std::uint64_t> TransferNet::push(const TransferPeer& peer, const std::str
     return make_error(Code::kNotFound, "snapshot " + to_hex(snapshot).substr(0, 12) + " of project '" + project +
                                            "' is not held by this node");
   }
+  if (auto id = running(TransferDirection::kSend, peer, project, snapshot)) {
+    return *id;
+  }
   auto conn = connection_to(peer);
   if (!conn) {
     return std::unexpected(conn.error());
   }
-  return begin_transfer(**conn, TransferDirection::kSend, peer.name, project, snapshot, it->commit.logical_bytes);
+  const std::uint64_t id =
+      begin_transfer(**conn, TransferDirection::kSend, peer.name, project, snapshot, it->commit.logical_bytes);
+  remember_for_retry(id, peer, TransferDirection::kSend, it->commit.logical_bytes);
+  return id;
 }
 
 void TransferNet::on_connected(Conn& c, int status) {
@@ -459,6 +622,15 @@ void TransferNet::pump(Conn& c) {
       }
     }
   }
+  if (on_event_) {
+    for (auto& info : active_) {
+      if (info.state == TransferState::kActive && now - info.last_progress_event >= kTransferProgressEventInterval &&
+          now - info.started >= kTransferProgressEventInterval) {
+        info.last_progress_event = now;
+        emit(TransferEventKind::kProgress, info);
+      }
+    }
+  }
   if (c.ending && c.queued_bytes == 0 && !held_back) {
     close_conn(c);
     return;
@@ -562,6 +734,7 @@ Result<transfer::SyncSink*> TransferNet::accept_offer(Conn& c, const std::string
   active_.push_back(info);
   c.receives.push_back(Conn::Receive{.transfer_id = info.id,
                                      .sink = std::make_unique<storage::StoreSink>(store_, project, snapshot)});
+  emit(TransferEventKind::kStarted, info);
   spdlog::info("transfer {}: receiving snapshot {} of '{}' from {}", info.id, to_hex(snapshot).substr(0, 12), project,
                c.peer_label);
   return c.receives.back().sink.get();
@@ -592,6 +765,7 @@ Result<transfer::SyncSource*> TransferNet::accept_request(Conn& c, const std::st
   info.started = monotonic_now();
   active_.push_back(info);
   c.served.push_back(Conn::Served{.transfer_id = info.id, .project = project, .snapshot = snapshot});
+  emit(TransferEventKind::kStarted, info);
   spdlog::info("transfer {}: sending snapshot {} of '{}' to {} (pulled)", info.id, to_hex(snapshot).substr(0, 12),
                project, c.peer_label);
   return &source_;
@@ -665,9 +839,16 @@ void TransferNet::handle_event(Conn& c, transfer::ConnectionEvent& e) {
 void TransferNet::finish(std::uint64_t transfer_id, TransferState state, const Error& error,
                          const transfer::SyncProgress& progress, Instant now) {
   auto it = std::find_if(active_.begin(), active_.end(), [&](const TransferInfo& t) { return t.id == transfer_id; });
-  if (it == active_.end()) {
+  if (it == active_.end() || it->state == TransferState::kRetrying) {
+    return;  // Unknown, or a late report of an attempt already failed.
+  }
+  if (state == TransferState::kFailed && schedule_retry(*it, error, now)) {
+    if (progress.chunks_transferred != 0 || it->direction == TransferDirection::kSend) {
+      it->progress = progress;
+    }
     return;
   }
+  retries_.erase(transfer_id);
   TransferInfo info = std::move(*it);
   active_.erase(it);
   info.state = state;
@@ -695,6 +876,7 @@ void TransferNet::finish(std::uint64_t transfer_id, TransferState state, const E
   while (recent_.size() > kTransfersRecentMax) {
     recent_.pop_back();
   }
+  emit(state == TransferState::kDone ? TransferEventKind::kCompleted : TransferEventKind::kFailed, info);
   if (on_finished_) {
     on_finished_(info);
   }
@@ -782,6 +964,19 @@ void TransferNet::close() {
     return;
   }
   closing_ = true;
+  close_handle(reinterpret_cast<uv_handle_t*>(&retry_timer_), nullptr);
+  // Transfers waiting for their next attempt end now.
+  std::vector<std::uint64_t> waiting;
+  for (const auto& t : active_) {
+    if (t.state == TransferState::kRetrying) {
+      waiting.push_back(t.id);
+    }
+  }
+  for (const std::uint64_t id : waiting) {
+    auto it = std::find_if(active_.begin(), active_.end(), [&](const TransferInfo& t) { return t.id == id; });
+    it->state = TransferState::kConnecting;  // So that finish() takes it.
+    finish(id, TransferState::kFailed, Error{Code::kUnavailable, "the agent is shutting down"}, {}, monotonic_now());
+  }
   std::vector<Conn*> all;
   for (auto& c : conns_) {
     all.push_back(c.get());

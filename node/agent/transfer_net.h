@@ -13,10 +13,12 @@
 
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +39,19 @@ inline constexpr std::size_t kTransferWriteQueueBytesMax = 1 << 20;    // Per co
 inline constexpr std::size_t kTransferReadBufferBytes = 256 * 1024;   // Shared by all connections.
 inline constexpr std::size_t kTransfersRecentMax = 64;                 // Finished transfers remembered.
 inline constexpr std::size_t kTransfersActiveMax = 256;
+// Inbound connections still in the handshake. A new one past this closes the
+// oldest (counted): a flood of silent or stalled connections cannot lock real
+// peers out, whose handshake takes about a millisecond.
+inline constexpr std::size_t kTransferHandshakingInboundMax = 16;
+// A transfer this node started (push or pull) that fails for a reason a new
+// connection may cure (Aborted, DeadlineExceeded, Unavailable, IOError,
+// ResourceExhausted) is tried again, up to this many attempts in all, after
+// kTransferRetryFirst, doubling to kTransferRetryMax (each +-25%).
+inline constexpr std::uint32_t kTransferAttemptsMax = 6;
+inline constexpr Duration kTransferRetryFirst = milliseconds(250);
+inline constexpr Duration kTransferRetryMax = seconds(8);
+// Progress events (set_on_event) at most this often per transfer.
+inline constexpr Duration kTransferProgressEventInterval = seconds(1);
 // The transfer preamble's first byte ("SHOALTX"); gossip frames start with 0x00.
 inline constexpr std::uint8_t kTransferFirstByte = 'S';
 
@@ -47,7 +62,8 @@ struct TransferPeer {
 };
 
 enum class TransferDirection : std::uint8_t { kSend, kReceive };
-enum class TransferState : std::uint8_t { kConnecting, kActive, kDone, kFailed };
+// kRetrying: an attempt failed and another is scheduled (error holds why).
+enum class TransferState : std::uint8_t { kConnecting, kActive, kRetrying, kDone, kFailed };
 std::string_view transfer_state_name(TransferState state);
 
 struct TransferInfo {
@@ -61,7 +77,15 @@ struct TransferInfo {
   transfer::SyncProgress progress;
   Instant started{};
   std::optional<Instant> finished;
+  std::uint32_t attempts = 1;         // Connections tried so far (retries + 1).
+  std::optional<Instant> retry_at;    // While kRetrying.
+  Instant last_progress_event{};      // For the rate limit of progress events.
 };
+
+// What set_on_event reports: one transfer's start, progress (at most once per
+// kTransferProgressEventInterval), a scheduled retry, and its end.
+enum class TransferEventKind : std::uint8_t { kStarted, kProgress, kRetrying, kCompleted, kFailed };
+std::string_view transfer_event_name(TransferEventKind kind);
 
 struct TransferMetrics {
   std::uint64_t bytes_sent = 0;        // Chunk bytes (as stored) of finished sessions.
@@ -76,6 +100,8 @@ struct TransferMetrics {
   std::uint64_t connections_out = 0;
   std::uint64_t connections_in = 0;
   std::uint64_t connections_refused = 0;  // Over kTransferConnectionsMax.
+  std::uint64_t connections_evicted = 0;  // Handshaking inbound, closed for a newer one.
+  std::uint64_t transfer_retries = 0;     // Attempts scheduled after a failed one.
   double transfer_seconds_sum = 0;        // Of finished transfers (done or failed).
   transfer::ChannelMetrics channel;       // Handshake failures by reason live here.
 };
@@ -83,6 +109,7 @@ struct TransferMetrics {
 class TransferNet {
  public:
   using FinishedFn = std::function<void(const TransferInfo&)>;
+  using EventFn = std::function<void(TransferEventKind, const TransferInfo&)>;
 
   // identity, keyring and store must outlive this object. authorize decides
   // on inbound peers' keys (the agent compares with the member table).
@@ -102,7 +129,9 @@ class TransferNet {
 
   // Starts sending `snapshot` of `project` to the peer, dialing it (pinned to
   // peer.key) or reusing an open connection to it. NotFound if the snapshot is
-  // not committed here; ResourceExhausted at a limit.
+  // not committed here; ResourceExhausted at a limit. If this node is already
+  // sending that snapshot to that peer (or waiting to retry), returns that
+  // transfer's id.
   Result<std::uint64_t> push(const TransferPeer& peer, const std::string& project, const storage::ChunkId& snapshot);
   // Asks the peer to send `snapshot` of `project` here (a pull), dialing it or
   // reusing an open connection. The peer refuses (NotFound) if it lacks it.
@@ -113,6 +142,10 @@ class TransferNet {
   std::optional<TransferInfo> transfer(std::uint64_t id) const;
   // Called once per transfer when it ends (done or failed).
   void set_on_finished(FinishedFn fn) { on_finished_ = std::move(fn); }
+  // Called on every transfer event (see TransferEventKind).
+  void set_on_event(EventFn fn) { on_event_ = std::move(fn); }
+  // Attempts per locally started transfer (1 = no retries); tests shorten it.
+  void set_attempts_max(std::uint32_t attempts) { attempts_max_ = std::max<std::uint32_t>(1, attempts); }
   // Names an authenticated inbound peer by its key (e.g. its member name) for
   // the transfer list; "" keeps its address.
   void set_peer_namer(std::function<std::string(const PublicKey&)> namer) { namer_ = std::move(namer); }
@@ -132,12 +165,28 @@ class TransferNet {
  private:
   Conn* new_conn(bool outbound, const std::string& peer_label);
   Result<Conn*> connection_to(const TransferPeer& peer);
+  // A transfer of the same snapshot with the same peer this node started and
+  // that is still running (or waiting to retry): push and pull return it
+  // instead of starting a second one that would fetch the same chunks.
+  std::optional<std::uint64_t> running(TransferDirection direction, const TransferPeer& peer,
+                                       const std::string& project, const storage::ChunkId& snapshot) const;
   // Checks shared by push and pull before anything is dialed or recorded.
   Status admit_transfer(const std::string& project) const;
   // Records a new transfer on conn and queues its offer (or, receiving, its
   // request); starts it now if the channel is already up. Returns its id.
+  // retry_of: an existing transfer's id (a new attempt) or 0.
   std::uint64_t begin_transfer(Conn& conn, TransferDirection direction, const std::string& peer_name,
-                               const std::string& project, const storage::ChunkId& snapshot, std::uint64_t size_hint);
+                               const std::string& project, const storage::ChunkId& snapshot, std::uint64_t size_hint,
+                               std::uint64_t retry_of = 0);
+  // Records what a locally started transfer needs for another attempt.
+  void remember_for_retry(std::uint64_t id, const TransferPeer& peer, TransferDirection direction,
+                          std::uint64_t size_hint);
+  // finish() of a failed attempt: schedules another and returns true if allowed.
+  bool schedule_retry(TransferInfo& info, const Error& error, Instant now);
+  void arm_retry_timer(Instant now);
+  void run_retries();
+  void evict_handshaking();
+  void emit(TransferEventKind kind, const TransferInfo& info);
   Result<transfer::SyncSource*> accept_request(Conn& conn, const std::string& project,
                                                const storage::ChunkId& snapshot);
   void start_reading(Conn& conn);
@@ -177,6 +226,15 @@ class TransferNet {
   std::deque<TransferInfo> recent_;  // <= kTransfersRecentMax, newest first.
   TransferMetrics metrics_;
   FinishedFn on_finished_;
+  EventFn on_event_;
+  struct Retry {
+    TransferPeer peer;
+    TransferDirection direction = TransferDirection::kSend;
+    std::uint64_t size_hint = 0;
+  };
+  std::map<std::uint64_t, Retry> retries_;  // Locally started transfers, by id.
+  std::uint32_t attempts_max_ = kTransferAttemptsMax;
+  uv_timer_t retry_timer_{};
   std::function<std::string(const PublicKey&)> namer_;
 };
 

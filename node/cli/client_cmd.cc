@@ -115,10 +115,13 @@ int cmd_leave(Args args) {
   return 0;
 }
 
+std::string transfer_event_summary(const json& event);  // replicate_cmd.cc
+
 int cmd_watch(Args args) {
   static const char* usage =
       "usage: shoal watch [--json] [--admin HOST:PORT]\n"
       "  Streams membership events (joined, suspect, stalled, alive, dead, left, health, catalog)\n"
+      "  and transfer events (transfer_started, _progress, _retrying, _completed, _failed)\n"
       "  until interrupted. --json prints one JSON object per line.\n";
   auto flags = parse_flags(args, {{"admin"}, {"json"}});
   if (!flags) return usage_error(flags.error(), usage);
@@ -131,6 +134,11 @@ int cmd_watch(Args args) {
     } else {
       json e = json::parse(line, nullptr, false);
       if (e.is_discarded()) return true;
+      if (e.contains("transfer")) {  // Transfer events: docs/admin-api.md.
+        std::printf("%s  %s\n", json_str(e, "time").c_str(), transfer_event_summary(e).c_str());
+        std::fflush(stdout);
+        return true;
+      }
       const json m = e.contains("member") ? e["member"] : json::object();
       std::printf("%s  %-8s %s (%s, %s) %s incarnation %llu\n", json_str(e, "time").c_str(),
                   json_str(e, "event").c_str(), json_str(m, "name").c_str(), json_str(m, "dc").c_str(),

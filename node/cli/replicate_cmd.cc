@@ -5,6 +5,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -33,6 +34,9 @@ constexpr const char* kTransfersUsage =
     "  --json              print the agent's JSON\n"
     "  --admin HOST:PORT   the agent's admin API (default $SHOAL_ADMIN or 127.0.0.1:7947)\n";
 
+// The wait polls the agent after 2 ms, then doubles up to 100 ms, so a copy that
+// ends at once (the peer holds the snapshot) is reported in milliseconds.
+constexpr int kPollFirstMs = 2;
 constexpr int kPollIntervalMs = 100;
 
 std::optional<json> call(AdminClient& client, std::string_view method, std::string_view path, const std::string& body,
@@ -53,6 +57,30 @@ void sleep_ms(int ms) {
 }
 
 }  // namespace
+
+// One line for `shoal watch`: "transfer_progress 3 send p1 1a2b3c4d5e6f to node-b: 120 chunks, 40 MiB, 38 MiB/s".
+std::string transfer_event_summary(const json& event) {
+  const json t = event.contains("transfer") ? event["transfer"] : json::object();
+  std::string line = json_str(event, "event") + " " + std::to_string(json_u64(t, "id")) + " " +
+                     json_str(t, "direction") + " " + json_str(t, "project") + " " +
+                     json_str(t, "snapshot").substr(0, 12) + (json_str(t, "direction") == "send" ? " to " : " from ") +
+                     json_str(t, "peer") + ": " + summary(t);
+  if (json_f64(t, "bytes_per_second") > 0) {
+    line += ", " + human_bytes(json_f64(t, "bytes_per_second")) + "/s";
+  }
+  if (t.contains("eta_seconds")) {
+    char eta[32];
+    std::snprintf(eta, sizeof eta, ", ETA %.0f s", json_f64(t, "eta_seconds"));
+    line += eta;
+  }
+  if (json_u64(t, "attempts") > 1) {
+    line += ", attempt " + std::to_string(json_u64(t, "attempts"));
+  }
+  if (t.contains("error")) {
+    line += " (" + json_str(t, "error") + ")";
+  }
+  return line;
+}
 
 int cmd_replicate(Args args) {
   auto flags = parse_flags(args, FlagSpec{{"admin", "project", "snapshot", "to", "from"}, {"detach", "help"}});
@@ -94,6 +122,7 @@ int cmd_replicate(Args args) {
   // Wait for the end. The agent keeps finished transfers for a while, so a
   // fast copy is still found.
   const std::string path = "/v1/transfers/" + std::to_string(id);
+  int poll_ms = kPollFirstMs;
   for (;;) {
     auto t = call(client, "GET", path, "", exit_code);
     if (!t) {
@@ -111,7 +140,8 @@ int cmd_replicate(Args args) {
                    project->c_str(), to ? "to" : "from", json_str(*t, "peer").c_str(), json_str(*t, "error").c_str(), json_str(*t, "code").c_str());
       return 1;
     }
-    sleep_ms(kPollIntervalMs);
+    sleep_ms(poll_ms);
+    poll_ms = std::min(poll_ms * 2, kPollIntervalMs);
   }
 }
 
@@ -144,7 +174,7 @@ int cmd_transfers(Args args) {
               "PROGRESS", "RATE / ERROR");
   for (const auto& t : transfers) {
     std::string tail;
-    if (json_str(t, "state") == "failed") {
+    if (json_str(t, "state") == "failed" || json_str(t, "state") == "retrying") {
       tail = json_str(t, "error");
     } else if (json_f64(t, "bytes_per_second") > 0) {
       tail = human_bytes(json_f64(t, "bytes_per_second")) + "/s";
@@ -154,8 +184,12 @@ int cmd_transfers(Args args) {
         tail += eta;
       }
     }
+    std::string state = json_str(t, "state");
+    if (json_u64(t, "attempts") > 1) {
+      state += "#" + std::to_string(json_u64(t, "attempts"));  // done#2: done on the second attempt.
+    }
     std::printf("%-5llu %-8s %-10s %-16s %-13s %-9s %-28s %s\n", static_cast<unsigned long long>(json_u64(t, "id")),
-                json_str(t, "direction").c_str(), json_str(t, "state").c_str(), json_str(t, "peer").c_str(),
+                json_str(t, "direction").c_str(), state.c_str(), json_str(t, "peer").c_str(),
                 json_str(t, "snapshot").substr(0, 12).c_str(), json_str(t, "project").c_str(), summary(t).c_str(), tail.c_str());
   }
   return 0;

@@ -42,7 +42,8 @@ def same_tree(a, b):
     return all(same_tree(os.path.join(a, d), os.path.join(b, d)) for d in cmp.common_dirs)
 
 
-class TransferTest(unittest.TestCase):
+class TransferHelpers:
+    """Clusters, snapshots and transfer lists for the transfer test classes."""
     port_base = 28800
 
     def cluster(self, slot):
@@ -77,6 +78,9 @@ class TransferTest(unittest.TestCase):
     def transfers(self, agent):
         return json.loads(agent.cli("transfers", "--json").stdout)["transfers"]
 
+
+
+class TransferTest(TransferHelpers, unittest.TestCase):
     def test_push_restores_byte_identical(self):
         c, (a, b) = self.two_agents(0)
         src = os.path.join(c.root, "src")

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 
+#include "node/agent/uv_util.h"
 #include "tests/storage/tree_util.h"
 
 namespace shoal::agent {
@@ -228,6 +229,86 @@ TEST_F(TransferNetTest, BandwidthLimitSlowsTheTransfer) {
   const double wire = static_cast<double>(a_->metrics().wire_bytes_out);
   // The burst (0.2 MB) is free; everything after it is paced.
   EXPECT_GE(elapsed_s, (wire - 200'000) / 2'000'000 * 0.95) << wire << " bytes in " << elapsed_s << " s";
+}
+
+TEST_F(TransferNetTest, RefusedConnectionIsRetriedWithBackoffThenFails) {
+  const auto s = Save("p", 4, 3);
+  std::vector<std::pair<TransferEventKind, std::uint32_t>> events;
+  a_->set_on_event([&](TransferEventKind kind, const TransferInfo& t) { events.emplace_back(kind, t.attempts); });
+  a_->set_attempts_max(3);
+  // A port nobody listens on: bind one, note it, close it.
+  TransferPeer nobody = Bob();
+  {
+    uv_tcp_t probe;
+    uv_tcp_init(&loop_, &probe);
+    auto addr = to_sockaddr(Address{"127.0.0.1", 0});
+    ASSERT_TRUE(addr);
+    ASSERT_EQ(uv_tcp_bind(&probe, reinterpret_cast<const sockaddr*>(&*addr), 0), 0);
+    sockaddr_storage name{};
+    int len = sizeof name;
+    uv_tcp_getsockname(&probe, reinterpret_cast<sockaddr*>(&name), &len);
+    nobody.address = from_sockaddr(reinterpret_cast<const sockaddr*>(&name));
+    uv_close(reinterpret_cast<uv_handle_t*>(&probe), nullptr);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+  const std::uint64_t start = uv_now(&loop_);
+  auto id = a_->push(nobody, "p", s.id);
+  ASSERT_TRUE(id);
+  // While waiting for the next attempt the transfer is listed as retrying, with the reason.
+  ASSERT_TRUE(RunUntil([&] { return a_->transfer(*id)->state == TransferState::kRetrying; }));
+  EXPECT_EQ(a_->transfer(*id)->error.code, Code::kUnavailable) << a_->transfer(*id)->error.to_string();
+  ASSERT_TRUE(RunUntil([&] { return !finished_a_.empty(); }));
+  uv_update_time(&loop_);
+  EXPECT_EQ(finished_a_[0].state, TransferState::kFailed);
+  EXPECT_EQ(finished_a_[0].attempts, 3u);
+  EXPECT_EQ(a_->metrics().transfer_retries, 2u);
+  // Backoff 250 ms then 500 ms, each +-25%.
+  EXPECT_GE(uv_now(&loop_) - start, 500u);
+  using K = TransferEventKind;
+  const std::vector<std::pair<K, std::uint32_t>> want = {
+      {K::kStarted, 1}, {K::kRetrying, 1}, {K::kRetrying, 2}, {K::kFailed, 3}};
+  EXPECT_EQ(events, want);
+}
+
+TEST_F(TransferNetTest, SecondPushOfTheSameSnapshotJoinsTheRunningOne) {
+  const auto s = Save("p", 7, 10);
+  auto first = a_->push(Bob(), "p", s.id);
+  auto second = a_->push(Bob(), "p", s.id);
+  ASSERT_TRUE(first && second);
+  EXPECT_EQ(*first, *second);
+  ASSERT_TRUE(RunUntil([&] { return !finished_a_.empty(); }));
+  EXPECT_EQ(finished_a_[0].state, TransferState::kDone);
+  auto third = a_->push(Bob(), "p", s.id);  // Finished: a new transfer (the peer holds it: nothing sent).
+  ASSERT_TRUE(third);
+  EXPECT_NE(*third, *first);
+}
+
+TEST_F(TransferNetTest, PermissionDeniedIsNotRetried) {
+  const auto s = Save("p", 5, 3);
+  TransferPeer wrong = Bob();
+  wrong.key = mallory_.public_key();
+  ASSERT_TRUE(a_->push(wrong, "p", s.id));
+  ASSERT_TRUE(RunUntil([&] { return !finished_a_.empty(); }));
+  EXPECT_EQ(finished_a_[0].attempts, 1u);
+  EXPECT_EQ(a_->metrics().transfer_retries, 0u);
+}
+
+TEST_F(TransferNetTest, EventsReportStartAndCompletionOnBothEnds) {
+  const auto s = Save("p", 6, 10);
+  std::vector<TransferEventKind> ev_a, ev_b;
+  a_->set_on_event([&](TransferEventKind kind, const TransferInfo&) { ev_a.push_back(kind); });
+  b_->set_on_event([&](TransferEventKind kind, const TransferInfo&) { ev_b.push_back(kind); });
+  ASSERT_TRUE(a_->push(Bob(), "p", s.id));
+  ASSERT_TRUE(RunUntil([&] { return !finished_a_.empty() && !finished_b_.empty(); }));
+  ASSERT_GE(ev_a.size(), 2u);
+  ASSERT_GE(ev_b.size(), 2u);
+  EXPECT_EQ(ev_a.front(), TransferEventKind::kStarted);
+  EXPECT_EQ(ev_a.back(), TransferEventKind::kCompleted);
+  EXPECT_EQ(ev_b.front(), TransferEventKind::kStarted);
+  EXPECT_EQ(ev_b.back(), TransferEventKind::kCompleted);
+  for (std::size_t i = 1; i + 1 < ev_a.size(); ++i) {
+    EXPECT_EQ(ev_a[i], TransferEventKind::kProgress);  // A short transfer may have none.
+  }
 }
 
 }  // namespace
