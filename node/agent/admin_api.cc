@@ -1,4 +1,5 @@
 #include "node/agent/admin_api.h"
+#include "node/agent/project_service.h"
 
 #include "node/agent/limits.h"
 #include "node/agent/render.h"
@@ -150,6 +151,11 @@ AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backen
 
   if (auto transfer_reply = handle_transfer_request(request, backend.transfer_backend())) {
     return std::move(*transfer_reply);
+  }
+  if (ProjectService* projects = backend.project_service()) {
+    if (auto project_reply = projects->handle(request)) {
+      return std::move(*project_reply);
+    }
   }
   if (path == "/v1/members") {
     return get ? members(request, backend) : AdminReply{error_response(405, "use GET")};

@@ -21,6 +21,8 @@ namespace shoal::agent {
 class TransferBackend;  // node/agent/transfer_api.h
 
 // What the routes need from the running agent. Called on the loop thread.
+class ProjectService;
+
 class AdminBackend {
  public:
   virtual ~AdminBackend() = default;
@@ -40,6 +42,8 @@ class AdminBackend {
   virtual void set_dropped_peers(const std::vector<Address>& peers) = 0;
   // Snapshot transfers (/v1/replicate, /v1/transfers); null when the agent runs without them.
   virtual TransferBackend* transfer_backend() { return nullptr; }
+  // Project routes (/v1/projects, /v1/operations); null when not running.
+  virtual ProjectService* project_service() { return nullptr; }
 };
 
 struct AdminReply {

@@ -12,6 +12,8 @@
 #include "node/agent/admin_server.h"
 #include "node/agent/data_dir.h"
 #include "node/agent/gossip_net.h"
+#include "node/agent/placement_service.h"
+#include "node/agent/project_service.h"
 #include "node/agent/health.h"
 #include "node/agent/limits.h"
 #include "node/agent/render.h"
@@ -42,6 +44,7 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   bool fault_injection_enabled() const override { return options_.fault_injection; }
   void set_dropped_peers(const std::vector<Address>& peers) override { net_->set_dropped_peers(peers); }
   TransferBackend* transfer_backend() override { return transfers_.get(); }
+  ProjectService* project_service() override { return projects_.get(); }
 
   // GossipNetHandler.
   void on_net_datagram(const Address& from, ByteView plaintext) override;
@@ -68,6 +71,9 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   std::unique_ptr<GossipNet> net_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<TransferService> transfers_;  // Snapshot store (DATA_DIR/store) and transfers.
+  std::unique_ptr<PlacementService> placement_;  // Consensus registers of projects.
+  std::unique_ptr<ProjectService> projects_;
+  uv_timer_t project_timer_{};  // Drives placement retransmits and the repair loop.
   uv_timer_t tick_timer_{};
   uv_timer_t health_timer_{};
   uv_timer_t leave_timer_{};
@@ -96,6 +102,8 @@ AgentImpl::~AgentImpl() {
   // Order matters: the core and its net go before LMDB is closed.
   net_.reset();
   admin_.reset();
+  projects_.reset();
+  placement_.reset();
   transfers_.reset();
   membership_.reset();
   data_dir_.reset();
@@ -166,6 +174,32 @@ Status AgentImpl::init() {
   // before any peer can see it, so a crash cannot make us reuse it.
   SHOAL_TRY_STATUS(data_dir_->save_incarnation(membership_->self().incarnation));
 
+  // Ballots start above anything used before this start: incarnations only grow.
+  auto placement = PlacementService::open(
+      data_dir_->env(), membership_->self_id(), membership_->self().incarnation << 32, random_,
+      [this](const NodeId& to, Bytes plaintext) {
+        for (const auto& m : membership_->members()) {
+          if (m.id == to) {
+            net_->send(gossip::Datagram{m.addr, std::move(plaintext)});
+            return;
+          }
+        }
+      });
+  if (!placement) {
+    return std::unexpected(placement.error());
+  }
+  placement_ = std::move(*placement);
+  projects_ = std::make_unique<ProjectService>(ProjectService::Deps{
+      .loop = &loop_,
+      .placement = placement_.get(),
+      .transfers = transfers_.get(),
+      .random = &random_,
+      .self = membership_->self_id(),
+      .self_dc = options_.dc,
+      .data_dir = data_dir_->path(),
+      .members = [this] { return membership_->members(); },
+      .publish = [this](const std::string& line) { admin_->publish_event(line); }});
+
   spdlog::info("agent {} ({}) in dc {} on {} (advertised {}), admin API on {}, incarnation {}{}", options_.name,
                membership_->self_id().short_hex(), options_.dc, options_.bind.to_string(), advertise_.to_string(),
                options_.admin.to_string(), membership_->self().incarnation,
@@ -182,6 +216,18 @@ Status AgentImpl::init() {
   leave_timer_.data = this;
   SHOAL_ASSERT(uv_timer_init(&loop_, &persist_timer_) == 0);
   persist_timer_.data = this;
+  SHOAL_ASSERT(uv_timer_init(&loop_, &project_timer_) == 0);
+  project_timer_.data = this;
+  uv_timer_start(
+      &project_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<AgentImpl*>(t->data);
+        if (self->finished_) return;
+        const Instant now = monotonic_now();
+        self->placement_->tick(now);
+        self->projects_->tick(now);
+      },
+      100, 100);
   SHOAL_ASSERT(uv_signal_init(&loop_, &sigterm_) == 0);
   sigterm_.data = this;
   SHOAL_ASSERT(uv_signal_init(&loop_, &sigint_) == 0);
@@ -330,6 +376,10 @@ void AgentImpl::mark_members_dirty() {
 }
 
 void AgentImpl::on_net_datagram(const Address& from, ByteView plaintext) {
+  if (PlacementService::is_placement_datagram(plaintext)) {
+    placement_->on_datagram(plaintext, monotonic_now());
+    return;
+  }
   membership_->on_datagram(monotonic_now(), from, plaintext);
   pump();
 }
@@ -468,6 +518,7 @@ void AgentImpl::close_all_handles() {
   }
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&tick_timer_), reinterpret_cast<uv_handle_t*>(&health_timer_),
                          reinterpret_cast<uv_handle_t*>(&leave_timer_), reinterpret_cast<uv_handle_t*>(&persist_timer_),
+                         reinterpret_cast<uv_handle_t*>(&project_timer_),
                          reinterpret_cast<uv_handle_t*>(&sigterm_),
                          reinterpret_cast<uv_handle_t*>(&sigint_)}) {
     close_handle(h, nullptr);

@@ -55,6 +55,8 @@ class DataDir {
   Status save_incarnation(std::uint64_t incarnation);
 
   const std::vector<Address>& known_members() const { return known_members_; }
+  // The environment, for other tables of the agent's durable state (placement).
+  storage::Env& env() { return *env_; }
   // Keeps at most kKnownMembersMax addresses.
   Status save_known_members(std::vector<Address> members);
 

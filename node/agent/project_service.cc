@@ -1,0 +1,663 @@
+// node/agent/project_service.cc: project routes, operations and the repair loop.
+#include "node/agent/project_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "base/bytes.h"
+#include "node/agent/render.h"
+#include "node/agent/subprocess.h"
+#include "node/agent/uv_util.h"
+
+namespace shoal::agent {
+namespace {
+
+using nlohmann::json;
+
+std::string hex_of(const Hash256& h) { return to_hex(ByteView(h.data(), h.size())); }
+
+std::optional<Hash256> parse_hash(std::string_view text) {
+  auto bytes = from_hex(text);
+  if (!bytes || bytes->size() != kHashBytes) return std::nullopt;
+  Hash256 h{};
+  std::copy(bytes->begin(), bytes->end(), h.begin());
+  return h;
+}
+
+// "/v1/projects/ID/verb" -> (ID, verb); verb empty for "/v1/projects/ID".
+bool split_project_path(std::string_view path, std::string& project, std::string& verb) {
+  constexpr std::string_view prefix = "/v1/projects/";
+  if (!path.starts_with(prefix)) return false;
+  std::string_view rest = path.substr(prefix.size());
+  const auto slash = rest.find('/');
+  project = std::string(rest.substr(0, slash));
+  verb = slash == std::string_view::npos ? "" : std::string(rest.substr(slash + 1));
+  return !project.empty();
+}
+
+AdminReply reply_json(const json& body, int status = 200) { return AdminReply{json_response(body, status), false, {}}; }
+AdminReply reply_error(int status, std::string_view message) { return AdminReply{error_response(status, message), false, {}}; }
+
+}  // namespace
+
+ProjectService::ProjectService(Deps deps) : deps_(std::move(deps)) {}
+
+std::string ProjectService::working_dir(const std::string& project) const {
+  return deps_.data_dir + "/projects/" + project;
+}
+
+// --- members -------------------------------------------------------------------
+
+std::vector<core::MemberInfo> ProjectService::member_infos() const {
+  std::vector<core::MemberInfo> out;
+  for (const gossip::Member& m : deps_.members()) {
+    const bool gone = m.status == gossip::MemberStatus::kDead || m.status == gossip::MemberStatus::kLeft;
+    out.push_back({m.id, m.dc, gone ? core::Liveness::kDead : core::Liveness::kAlive, 1.0});
+  }
+  return out;
+}
+
+std::vector<core::Candidate> ProjectService::candidates() const {
+  std::vector<core::Candidate> out;
+  for (const gossip::Member& m : deps_.members()) {
+    if (m.status == gossip::MemberStatus::kAlive) out.push_back({m.id, m.dc, 1.0});
+  }
+  return out;
+}
+
+std::vector<NodeId> ProjectService::live_ids() const {
+  std::vector<NodeId> out;
+  for (const gossip::Member& m : deps_.members()) {
+    if (m.status == gossip::MemberStatus::kAlive || m.status == gossip::MemberStatus::kSuspect) out.push_back(m.id);
+  }
+  return out;
+}
+
+std::string ProjectService::name_of(const NodeId& id) const {
+  for (const gossip::Member& m : deps_.members()) {
+    if (m.id == id) return m.name;
+  }
+  return id.short_hex();
+}
+
+json ProjectService::placement_json(const core::RegisterValue& value) const {
+  const core::Placement& p = value.placement;
+  json replicas = json::array();
+  json replica_ids = json::array();
+  for (const NodeId& r : p.replicas) {
+    replicas.push_back(name_of(r));
+    replica_ids.push_back(r.to_hex());
+  }
+  return json{{"project", p.project},
+              {"generation", value.closed ? value.generation + 1 : value.generation},
+              {"version", p.version},
+              {"epoch", p.epoch},
+              {"primary", name_of(p.primary)},
+              {"primary_id", p.primary.to_hex()},
+              {"replicas", replicas},
+              {"replica_ids", replica_ids},
+              {"state", std::string(core::project_state_name(p.state))},
+              {"last_ack", {{"snapshot", p.last_ack.seq == 0 ? "" : hex_of(p.last_ack.id)}, {"seq", p.last_ack.seq}}},
+              {"preferred_dc", p.preferred_dc},
+              {"quota_bytes", p.quota_bytes}};
+}
+
+void ProjectService::publish_placement(const core::RegisterValue& value, std::string_view why) {
+  if (!deps_.publish) return;
+  const auto now = std::chrono::system_clock::now();
+  const double t = std::chrono::duration<double>(now.time_since_epoch()).count();
+  json line{{"time", t}, {"event", "placement"}, {"why", why}, {"placement", placement_json(value)}};
+  deps_.publish(line.dump() + "\n");
+}
+
+// --- operations ------------------------------------------------------------------
+
+ProjectService::Operation& ProjectService::new_operation(std::string kind, std::string project) {
+  while (operations_.size() >= kOperationsKept) {
+    // Drop the oldest finished one; running ones are kept.
+    auto it = std::find_if(operations_.begin(), operations_.end(),
+                           [](const auto& entry) { return entry.second.state != "running"; });
+    if (it == operations_.end()) break;
+    operations_.erase(it);
+  }
+  Operation& op = operations_[next_op_];
+  op.id = next_op_++;
+  op.kind = std::move(kind);
+  op.project = std::move(project);
+  return op;
+}
+
+void ProjectService::succeed(std::uint64_t id, json result) {
+  auto it = operations_.find(id);
+  if (it == operations_.end()) return;
+  it->second.state = "done";
+  it->second.result = std::move(result);
+}
+
+void ProjectService::fail(std::uint64_t id, const Error& error) {
+  auto it = operations_.find(id);
+  if (it == operations_.end()) return;
+  it->second.state = "failed";
+  it->second.error = error.message;
+  it->second.code = std::string(code_name(error.code));
+  spdlog::info("project {}: {} failed: {}", it->second.project, it->second.kind, error.message);
+}
+
+AdminReply ProjectService::started(const Operation& op) const {
+  return reply_json(json{{"operation", op.id}, {"project", op.project}, {"kind", op.kind}}, 202);
+}
+
+std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
+  const std::string& path = request.path;
+  const bool get = request.method == "GET";
+  const bool post = request.method == "POST";
+
+  if (path.starts_with("/v1/operations/")) {
+    if (!get) return reply_error(405, "use GET");
+    std::uint64_t id = 0;
+    try {
+      id = std::stoull(path.substr(std::string_view("/v1/operations/").size()));
+    } catch (const std::exception&) {
+      return reply_error(400, "operation ids are numbers");
+    }
+    auto it = operations_.find(id);
+    if (it == operations_.end()) return reply_error(404, "no operation " + std::to_string(id) + " on this agent");
+    const Operation& op = it->second;
+    json body{{"id", op.id}, {"kind", op.kind}, {"project", op.project}, {"state", op.state}};
+    if (op.state == "failed") {
+      body["error"] = op.error;
+      body["code"] = op.code;
+    }
+    if (op.state == "done") body["result"] = op.result;
+    return reply_json(body);
+  }
+
+  if (path == "/v1/projects") {
+    if (get) {
+      auto values = deps_.placement->local_values();
+      if (!values) return reply_error(500, values.error().message);
+      json list = json::array();
+      for (const auto& v : *values) list.push_back(placement_json(v));
+      return reply_json(json{{"projects", list}});
+    }
+    if (!post) return reply_error(405, "use GET or POST");
+    auto body = parse_json_body(request);
+    if (!body) return reply_error(400, body.error().message);
+    std::string id;
+    std::string dc = deps_.self_dc;
+    std::uint64_t quota = 0;
+    std::optional<std::string> from;
+    try {
+      if (body->contains("id") && !(*body)["id"].is_null()) id = (*body)["id"].get<std::string>();
+      if (body->contains("dc") && !(*body)["dc"].is_null()) dc = (*body)["dc"].get<std::string>();
+      if (body->contains("quota_bytes")) quota = (*body)["quota_bytes"].get<std::uint64_t>();
+      if (body->contains("from") && !(*body)["from"].is_null()) from = (*body)["from"].get<std::string>();
+    } catch (const json::exception&) {
+      return reply_error(400, "id, dc and from are strings; quota_bytes is a number");
+    }
+    if (id.empty()) {
+      std::array<std::uint8_t, 5> random{};
+      deps_.random->fill(random);
+      id = "p-" + to_hex(ByteView(random.data(), random.size()));
+    }
+    if (auto valid = core::validate_project_id(id); !valid) return reply_error(400, valid.error().message);
+    if (from) {
+      std::error_code ec;
+      if (!from->starts_with("/") || !std::filesystem::is_directory(*from, ec)) {
+        return reply_error(400, "from: " + *from + " is not an absolute path to a directory this agent can read");
+      }
+    }
+    Operation& op = new_operation("create", id);
+    const std::uint64_t op_id = op.id;
+    AdminReply reply = started(op);
+    start_create(op_id, id, dc, quota, from);
+    return reply;
+  }
+
+  std::string project;
+  std::string verb;
+  if (!split_project_path(path, project, verb)) return std::nullopt;
+  if (auto valid = core::validate_project_id(project); !valid) return reply_error(400, valid.error().message);
+
+  if (verb == "snapshots") {
+    if (!get) return reply_error(405, "use GET");
+    auto list = deps_.transfers->store().list(project);
+    if (!list) return reply_error(500, list.error().message);
+    json out = json::array();
+    for (const auto& s : *list) {
+      out.push_back(json{{"id", hex_of(s.id)},
+                         {"time_ns", s.commit.time_ns},
+                         {"files", s.commit.files},
+                         {"logical_bytes", s.commit.logical_bytes},
+                         {"epoch", s.commit.epoch}});
+    }
+    return reply_json(json{{"project", project}, {"snapshots", out}});
+  }
+  if (!post) return reply_error(405, "use POST");
+  if (verb == "read") {
+    Operation& op = new_operation("read", project);
+    AdminReply reply = started(op);
+    start_read(op.id, project);
+    return reply;
+  }
+  if (verb == "save") {
+    Operation& op = new_operation("save", project);
+    AdminReply reply = started(op);
+    start_save(op.id, project);
+    return reply;
+  }
+  if (verb == "restore") {
+    auto body = parse_json_body(request);
+    if (!body) return reply_error(400, body.error().message);
+    std::string to;
+    std::string snapshot = "latest-acked";
+    try {
+      to = body->value("to", std::string());
+      snapshot = body->value("snapshot", snapshot);
+    } catch (const json::exception&) {
+      return reply_error(400, "to and snapshot are strings");
+    }
+    if (!to.starts_with("/")) return reply_error(400, "to: an absolute path of a new or empty directory is required");
+    Operation& op = new_operation("restore", project);
+    AdminReply reply = started(op);
+    start_restore(op.id, project, to, snapshot);
+    return reply;
+  }
+  return reply_error(404, "unknown project route " + path);
+}
+
+// --- building blocks -------------------------------------------------------------
+
+void ProjectService::snapshot_dir(const std::string& project, const std::string& dir, std::uint64_t epoch,
+                                  std::function<void(Result<json>)> done) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::vector<std::string> argv = {self_executable(), "snapshot", "create", "--store",
+                                         deps_.data_dir + "/store", "--project", project,
+                                         "--epoch", std::to_string(epoch), "--json", dir};
+  auto started = run_process(deps_.loop, argv, [done, project](ProcessResult r) {
+    if (r.exit_code != 0) {
+      done(make_error(Code::kIOError, "snapshot of " + project + " failed: " +
+                                          (r.err.empty() ? "exit " + std::to_string(r.exit_code) : r.err.substr(0, 400))));
+      return;
+    }
+    try {
+      done(json::parse(r.out));
+    } catch (const json::exception& e) {
+      done(make_error(Code::kInternal, std::string("snapshot output unreadable: ") + e.what()));
+    }
+  });
+  if (!started) done(std::unexpected(started.error()));
+}
+
+void ProjectService::restore_snapshot(const std::string& project, const std::string& snapshot_hex,
+                                      const std::string& to, bool force, std::function<void(Status)> done) {
+  // Like `mkdir -p` for the parent: the target itself must be new or empty.
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(to).parent_path(), ec);
+  std::vector<std::string> argv = {self_executable(), "snapshot", "restore", "--store", deps_.data_dir + "/store",
+                                   "--project", project, "--snapshot", snapshot_hex, "--to", to};
+  if (force) argv.push_back("--force");
+  auto started = run_process(deps_.loop, argv, [done, project](ProcessResult r) {
+    if (r.exit_code != 0) {
+      done(make_error(Code::kIOError, "restore of " + project + " failed: " +
+                                          (r.err.empty() ? "exit " + std::to_string(r.exit_code) : r.err.substr(0, 400))));
+      return;
+    }
+    done(ok_status());
+  });
+  if (!started) done(started);
+}
+
+void ProjectService::push_to(const std::string& project, const std::string& snapshot_hex,
+                             const std::vector<NodeId>& to, std::function<void(std::size_t)> done) {
+  TransferWait wait;
+  wait.done = std::move(done);
+  for (const NodeId& node : to) {
+    ReplicateRequest request;
+    request.project = project;
+    request.snapshot = snapshot_hex;
+    request.to = node.to_hex();
+    auto id = deps_.transfers->replicate(request);
+    if (!id) {
+      spdlog::warn("project {}: cannot copy {} to {}: {}", project, snapshot_hex.substr(0, 12), name_of(node),
+                   id.error().message);
+      continue;
+    }
+    wait.ids.push_back(*id);
+  }
+  if (wait.ids.empty()) {
+    wait.done(0);
+    return;
+  }
+  transfer_waits_.push_back(std::move(wait));
+}
+
+bool ProjectService::holds(const std::string& project, const core::SnapshotRef& ref) {
+  if (ref.seq == 0) return true;  // Nothing acknowledged yet: nothing to hold.
+  auto found = deps_.transfers->store().find(hex_of(ref.id), project);
+  return found.has_value();
+}
+
+void ProjectService::submit_change(const std::string& project, core::ChangeFn change,
+                                   std::function<void(Result<core::RegisterValue>)> done) {
+  deps_.placement->change(project, std::nullopt, live_ids(), std::move(change), monotonic_now(), std::move(done));
+}
+
+// --- operations --------------------------------------------------------------------
+
+void ProjectService::start_read(std::uint64_t op, const std::string& project) {
+  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    if (!current) return make_error(Code::kNotFound, "no such project");
+    return *current;
+  }, [this, op](Result<core::RegisterValue> r) {
+    if (!r) return fail(op, r.error());
+    succeed(op, placement_json(*r));
+  });
+}
+
+void ProjectService::start_create(std::uint64_t op, std::string project, std::string dc, std::uint64_t quota,
+                                  std::optional<std::string> from) {
+  core::Target target = core::rank_placement(project, candidates(), dc, kReplicationFactor);
+  if (target.replicas.empty()) return fail(op, Error{Code::kUnavailable, "no healthy member to place the project on"});
+  if (dc == deps_.self_dc) {
+    // Created here, with the data here: this node is the primary.
+    auto self_at = std::find(target.replicas.begin(), target.replicas.end(), deps_.self);
+    if (self_at == target.replicas.end()) {
+      target.replicas.front() = deps_.self;
+    } else {
+      std::rotate(target.replicas.begin(), self_at, self_at + 1);
+    }
+    target.primary = deps_.self;
+  }
+  auto with_snapshot = [this, op, project, dc, quota, target](std::optional<json> snapshot) {
+    core::SnapshotRef first;
+    if (snapshot) {
+      first.id = *parse_hash((*snapshot)["id"].get<std::string>());
+      first.seq = 1;
+    }
+    auto commit = [this, op, project, dc, quota, target, first, snapshot](std::size_t holders) {
+      const std::size_t needed = core::majority_of(target.replicas.size());
+      if (first.seq > 0 && holders < needed) {
+        return fail(op, Error{Code::kUnavailable, "the first snapshot reached only " + std::to_string(holders) +
+                                                      " of " + std::to_string(target.replicas.size()) +
+                                                      " replicas; the project was not created"});
+      }
+      core::Hint hint{0, target.replicas};
+      deps_.placement->change(project, hint, {}, [=](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+        if (current) return make_error(Code::kAlreadyExists, "project " + project + " already exists");
+        core::Placement p;
+        p.project = project;
+        p.epoch = 1;
+        p.primary = target.primary;
+        p.replicas = target.replicas;
+        p.state = core::ProjectState::kStopped;
+        p.last_ack = first;
+        p.preferred_dc = dc;
+        p.quota_bytes = quota;
+        return p;
+      }, monotonic_now(), [this, op, snapshot](Result<core::RegisterValue> r) {
+        if (!r) return fail(op, r.error());
+        publish_placement(*r, "created");
+        json result = placement_json(*r);
+        if (snapshot) result["snapshot"] = *snapshot;
+        succeed(op, result);
+        next_repair_ = Instant{};  // Materialise the working directory soon.
+      });
+    };
+    if (!snapshot) return commit(0);
+    std::vector<NodeId> others;
+    std::size_t holders = 0;
+    for (const NodeId& r : target.replicas) {
+      if (r == deps_.self) {
+        ++holders;
+      } else {
+        others.push_back(r);
+      }
+    }
+    push_to(project, (*snapshot)["id"].get<std::string>(), others,
+            [commit, holders](std::size_t copied) { commit(holders + copied); });
+  };
+  // Refuse ids some reachable node already knows.
+  deps_.placement->locate(project, live_ids(), monotonic_now(),
+                          [this, op, project, from, with_snapshot](std::optional<core::Hint> known) {
+    if (known) return fail(op, Error{Code::kAlreadyExists, "project " + project + " already exists"});
+    if (!from) return with_snapshot(std::nullopt);
+    snapshot_dir(project, *from, 1, [this, op, with_snapshot](Result<json> s) {
+      if (!s) return fail(op, s.error());
+      with_snapshot(*s);
+    });
+  });
+}
+
+void ProjectService::start_save(std::uint64_t op, const std::string& project) {
+  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    if (!current) return make_error(Code::kNotFound, "no such project");
+    return *current;
+  }, [this, op, project](Result<core::RegisterValue> read) {
+    if (!read) return fail(op, read.error());
+    const core::Placement placement = read->placement;
+    if (placement.primary != deps_.self) {
+      return fail(op, Error{Code::kFailedPrecondition, "this node is not the primary of " + project + "; the primary is " +
+                                                           name_of(placement.primary) +
+                                                           " (run `shoal project save` against that node's agent)"});
+    }
+    const std::uint64_t epoch = placement.epoch;
+    snapshot_dir(project, working_dir(project), epoch, [this, op, project, placement, epoch](Result<json> s) {
+      if (!s) return fail(op, s.error());
+      const std::string snapshot_hex = (*s)["id"].get<std::string>();
+      std::vector<NodeId> others;
+      for (const NodeId& r : placement.replicas) {
+        if (r != deps_.self) others.push_back(r);
+      }
+      const json snapshot = *s;
+      push_to(project, snapshot_hex, others, [this, op, project, placement, epoch, snapshot, snapshot_hex](std::size_t copied) {
+        const std::size_t holders = copied + 1;
+        if (holders < core::majority_of(placement.replicas.size())) {
+          return fail(op, Error{Code::kUnavailable, "snapshot " + snapshot_hex.substr(0, 12) + " reached only " +
+                                                        std::to_string(holders) + " of " +
+                                                        std::to_string(placement.replicas.size()) +
+                                                        " replicas; the save is not acknowledged"});
+        }
+        const Hash256 id = *parse_hash(snapshot_hex);
+        const NodeId self = deps_.self;
+        submit_change(project, [self, epoch, id](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+          if (!current) return make_error(Code::kNotFound, "no such project");
+          if (current->primary != self || current->epoch != epoch) {
+            return make_error(Code::kFailedPrecondition, "this node lost the epoch " + std::to_string(epoch) +
+                                                             " while saving; the save is not acknowledged");
+          }
+          core::Placement next = *current;
+          if (next.last_ack.id != id) {
+            next.last_ack = core::SnapshotRef{id, current->last_ack.seq + 1};
+          }
+          return next;
+        }, [this, op, snapshot](Result<core::RegisterValue> r) {
+          if (!r) return fail(op, r.error());
+          publish_placement(*r, "saved");
+          json result{{"placement", placement_json(*r)}, {"snapshot", snapshot["id"]}};
+          for (const char* key : {"files", "logical_bytes", "new_bytes"}) {
+            if (snapshot.contains(key)) result[key] = snapshot[key];
+          }
+          succeed(op, result);
+        });
+      });
+    });
+  });
+}
+
+void ProjectService::start_restore(std::uint64_t op, const std::string& project, std::string to, std::string snapshot) {
+  auto run = [this, op, project, to](std::string snapshot_hex) {
+    if (!deps_.transfers->store().find(snapshot_hex, project)) {
+      return fail(op, Error{Code::kNotFound, "this node does not hold snapshot " + snapshot_hex.substr(0, 12) + " of " +
+                                                 project + "; restore on one of its replicas (shoal where " + project + ")"});
+    }
+    restore_snapshot(project, snapshot_hex, to, false, [this, op, snapshot_hex, to](Status s) {
+      if (!s) return fail(op, s.error());
+      succeed(op, json{{"snapshot", snapshot_hex}, {"to", to}});
+    });
+  };
+  if (snapshot != "latest-acked") return run(snapshot);
+  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    if (!current) return make_error(Code::kNotFound, "no such project");
+    return *current;
+  }, [this, op, project, run](Result<core::RegisterValue> r) {
+    if (!r) return fail(op, r.error());
+    if (r->placement.last_ack.seq == 0) {
+      return fail(op, Error{Code::kNotFound, "project " + project + " has no acknowledged snapshot yet"});
+    }
+    run(hex_of(r->placement.last_ack.id));
+  });
+}
+
+// --- repair loop ----------------------------------------------------------------------
+
+void ProjectService::tick(Instant now) {
+  // Finished transfer waits.
+  for (std::size_t i = 0; i < transfer_waits_.size();) {
+    TransferWait& wait = transfer_waits_[i];
+    std::size_t finished = 0;
+    std::size_t succeeded = 0;
+    for (std::uint64_t id : wait.ids) {
+      auto info = deps_.transfers->transfer(id);
+      if (!info) {
+        ++finished;  // Forgotten: count as failed.
+        continue;
+      }
+      if (info->state == TransferState::kDone) {
+        ++finished;
+        ++succeeded;
+      } else if (info->state == TransferState::kFailed) {
+        ++finished;
+      }
+    }
+    if (finished == wait.ids.size()) {
+      auto done = std::move(wait.done);
+      transfer_waits_.erase(transfer_waits_.begin() + static_cast<std::ptrdiff_t>(i));
+      done(succeeded);
+      continue;
+    }
+    ++i;
+  }
+  if (now >= next_repair_) {
+    next_repair_ = now + kRepairInterval;
+    repair(now);
+  }
+}
+
+void ProjectService::repair(Instant now) {
+  auto values = deps_.placement->local_values();
+  if (!values) {
+    spdlog::warn("repair: cannot read the placement table: {}", values.error().message);
+    return;
+  }
+  for (const core::RegisterValue& value : *values) {
+    if (!value.placement.is_replica(deps_.self) || busy_.contains(value.placement.project)) continue;
+    repair_one(value.placement, now);
+  }
+}
+
+void ProjectService::repair_one(const core::Placement& placement, Instant now) {
+  const std::string project = placement.project;
+  const std::vector<core::MemberInfo> members = member_infos();
+  const NodeId self = deps_.self;
+  auto release = [this, project] { busy_.erase(project); };
+
+  if (placement.primary != self) {
+    if (!core::confirmed_dead(members, placement.primary)) {
+      primary_dead_since_.erase(project);
+      return;
+    }
+    auto [since, fresh] = primary_dead_since_.try_emplace(project, now);
+    const bool grace = now - since->second >= kFailoverGrace;
+    const bool have = holds(project, placement.last_ack);
+    if (!core::plan_failover(placement, members, self, have, grace)) return;
+    busy_.insert(project);
+    const NodeId dead = placement.primary;
+    const std::uint64_t epoch = placement.epoch;
+    spdlog::info("project {}: primary {} is dead; taking over at epoch {}", project, name_of(dead), epoch + 1);
+    submit_change(project, [members, self, dead, epoch](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+      if (!current) return make_error(Code::kNotFound, "no such project");
+      if (current->primary != dead || current->epoch != epoch) {
+        return make_error(Code::kAborted, "the placement changed meanwhile");
+      }
+      auto next = core::plan_failover(*current, members, self, true, true);
+      if (!next) return make_error(Code::kAborted, "failover no longer applies");
+      return *next;
+    }, [this, project, release](Result<core::RegisterValue> r) {
+      release();
+      if (!r) {
+        spdlog::info("project {}: failover not done: {}", project, r.error().message);
+        return;
+      }
+      primary_dead_since_.erase(project);
+      spdlog::info("project {}: this node is primary at epoch {}", project, r->placement.epoch);
+      publish_placement(*r, "failover");
+      next_repair_ = Instant{};
+    });
+    return;
+  }
+
+  // This node is primary (as far as its records say).
+  if (auto replaced = core::plan_replace_dead(placement, members, self)) {
+    busy_.insert(project);
+    const std::uint64_t epoch = placement.epoch;
+    submit_change(project, [members, self, epoch](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+      if (!current) return make_error(Code::kNotFound, "no such project");
+      if (current->primary != self || current->epoch != epoch) return make_error(Code::kAborted, "no longer primary");
+      auto next = core::plan_replace_dead(*current, members, self);
+      if (!next) return make_error(Code::kAborted, "nothing to replace any more");
+      return *next;
+    }, [this, project, release](Result<core::RegisterValue> r) {
+      release();
+      if (!r) {
+        spdlog::info("project {}: replica replacement not done: {}", project, r.error().message);
+        return;
+      }
+      spdlog::info("project {}: replica set is now generation {}", project, r->generation);
+      publish_placement(*r, "replica-replaced");
+      next_repair_ = Instant{};
+    });
+    return;
+  }
+
+  if (placement.last_ack.seq == 0 || !holds(project, placement.last_ack)) return;
+  const std::string snapshot_hex = hex_of(placement.last_ack.id);
+
+  // Materialise the working directory from the last acknowledged snapshot.
+  std::error_code ec;
+  if (!std::filesystem::exists(working_dir(project), ec)) {
+    busy_.insert(project);
+    std::filesystem::create_directories(deps_.data_dir + "/projects", ec);
+    restore_snapshot(project, snapshot_hex, working_dir(project), false, [this, project, release](Status s) {
+      release();
+      if (!s) spdlog::warn("project {}: cannot open the working directory: {}", project, s.error().message);
+    });
+    return;
+  }
+
+  // Copy the last acknowledged snapshot to replicas that may lack it.
+  std::vector<NodeId> lacking;
+  for (const NodeId& r : placement.replicas) {
+    if (r == self || core::confirmed_dead(members, r)) continue;
+    const std::string key = project + "/" + r.to_hex();
+    auto it = pushed_seq_.find(key);
+    if (it == pushed_seq_.end() || it->second < placement.last_ack.seq) lacking.push_back(r);
+  }
+  if (lacking.empty()) return;
+  busy_.insert(project);
+  const std::uint64_t seq = placement.last_ack.seq;
+  push_to(project, snapshot_hex, lacking, [this, project, release, lacking, seq](std::size_t copied) {
+    release();
+    // A partial success is retried next round for every node (cheap: the
+    // receiver that holds the snapshot answers at once).
+    if (copied == lacking.size()) {
+      for (const NodeId& r : lacking) pushed_seq_[project + "/" + r.to_hex()] = seq;
+    }
+  });
+}
+
+}  // namespace shoal::agent

@@ -1,0 +1,117 @@
+#pragma once
+// node/agent/project_service.h: projects on the mesh, as this agent sees
+// them. Owns the project routes (docs/projects-api.md), the operations they
+// start (create, save, read, restore), and the repair loop: failover when a
+// primary is confirmed dead, replacement of dead replicas, copying the last
+// acknowledged snapshot to replicas that lack it, and materialising the
+// working directory on the primary. Consensus goes through PlacementService,
+// data through TransferService, disk work through `shoal snapshot` children.
+// Single-threaded: the loop thread.
+
+#include <uv.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/random.h"
+#include "gossip/types.h"
+#include "node/agent/admin_api.h"
+#include "node/agent/http.h"
+#include "node/agent/placement_service.h"
+#include "node/agent/transfer_api.h"
+#include "node/core/project_plan.h"
+
+namespace shoal::agent {
+
+inline constexpr std::size_t kReplicationFactor = 3;
+inline constexpr Duration kFailoverGrace = seconds(3);
+inline constexpr Duration kRepairInterval = seconds(1);
+inline constexpr std::size_t kOperationsKept = 512;
+
+class ProjectService {
+ public:
+  struct Deps {
+    uv_loop_t* loop = nullptr;
+    PlacementService* placement = nullptr;
+    TransferService* transfers = nullptr;
+    Random* random = nullptr;
+    NodeId self;
+    std::string self_dc;
+    std::string data_dir;
+    std::function<std::vector<gossip::Member>()> members;
+    std::function<void(const std::string& line)> publish;  // One /v1/events line.
+  };
+  explicit ProjectService(Deps deps);
+
+  // nullopt when the path is not a project route.
+  std::optional<AdminReply> handle(const HttpRequest& request);
+  // Called often (every ~200 ms): transfer waits, and the repair loop once per kRepairInterval.
+  void tick(Instant now);
+
+  std::string working_dir(const std::string& project) const;
+
+ private:
+  struct Operation {
+    std::uint64_t id = 0;
+    std::string kind;
+    std::string project;
+    std::string state = "running";
+    std::string error;
+    std::string code;
+    nlohmann::json result;
+  };
+  struct TransferWait {
+    std::vector<std::uint64_t> ids;
+    std::function<void(std::size_t succeeded)> done;
+  };
+
+  Operation& new_operation(std::string kind, std::string project);
+  void succeed(std::uint64_t op, nlohmann::json result);
+  void fail(std::uint64_t op, const Error& error);
+  AdminReply started(const Operation& op) const;
+
+  void start_create(std::uint64_t op, std::string project, std::string dc, std::uint64_t quota,
+                    std::optional<std::string> from);
+  void start_save(std::uint64_t op, const std::string& project);
+  void start_read(std::uint64_t op, const std::string& project);
+  void start_restore(std::uint64_t op, const std::string& project, std::string to, std::string snapshot);
+
+  // Runs `shoal snapshot create` of dir; done gets (id hex, the JSON it printed).
+  void snapshot_dir(const std::string& project, const std::string& dir, std::uint64_t epoch,
+                    std::function<void(Result<nlohmann::json>)> done);
+  void restore_snapshot(const std::string& project, const std::string& snapshot_hex, const std::string& to,
+                        bool force, std::function<void(Status)> done);
+  // Pushes the snapshot to every node in `to`; done gets how many succeeded.
+  void push_to(const std::string& project, const std::string& snapshot_hex, const std::vector<NodeId>& to,
+               std::function<void(std::size_t)> done);
+  bool holds(const std::string& project, const core::SnapshotRef& ref);
+
+  void repair(Instant now);
+  void repair_one(const core::Placement& placement, Instant now);
+  void submit_change(const std::string& project, core::ChangeFn change, std::function<void(Result<core::RegisterValue>)> done);
+
+  std::vector<core::MemberInfo> member_infos() const;
+  std::vector<core::Candidate> candidates() const;
+  std::vector<NodeId> live_ids() const;
+  std::string name_of(const NodeId& id) const;
+  nlohmann::json placement_json(const core::RegisterValue& value) const;
+  void publish_placement(const core::RegisterValue& value, std::string_view why);
+
+  Deps deps_;
+  std::uint64_t next_op_ = 1;
+  std::map<std::uint64_t, Operation> operations_;
+  std::vector<TransferWait> transfer_waits_;
+  Instant next_repair_{};
+  std::set<std::string> busy_;                        // Projects with a repair step in flight.
+  std::map<std::string, Instant> primary_dead_since_; // For the failover grace.
+  std::map<std::string, std::uint64_t> pushed_seq_;   // project/replica -> last_ack seq copied there.
+};
+
+}  // namespace shoal::agent
