@@ -344,13 +344,22 @@ std::optional<json> local_snapshots(AdminClient& client, const std::string& id, 
   return r->second;
 }
 
+// A snapshot's time: "time" as docs/projects-api.md names it, else "time_ns".
+json snapshot_time(const json& s) {
+  if (!s.is_object()) return nullptr;
+  if (s.contains("time")) return s["time"];
+  if (s.contains("time_ns")) return s["time_ns"];
+  return nullptr;
+}
+
 // The newest entry of a snapshots answer (greatest time; the last on ties).
 json newest_snapshot(const json& answer) {
   json best = nullptr;
   if (!answer.is_object() || !answer.contains("snapshots") || !answer["snapshots"].is_array()) return best;
   for (const auto& s : answer["snapshots"]) {
-    if (best.is_null() || !s.contains("time") || !best.contains("time") || !s["time"].is_number() ||
-        !best["time"].is_number() || s["time"].get<double>() >= best["time"].get<double>()) {
+    const json t = snapshot_time(s);
+    const json bt = snapshot_time(best);
+    if (best.is_null() || !t.is_number() || !bt.is_number() || t.get<double>() >= bt.get<double>()) {
       best = s;
     }
   }
@@ -358,7 +367,7 @@ json newest_snapshot(const json& answer) {
 }
 
 std::string snapshot_summary(const json& s) {
-  return json_str(s, "id").substr(0, 12) + " at " + time_text(s.contains("time") ? s["time"] : json()) + ", " +
+  return json_str(s, "id").substr(0, 12) + " at " + time_text(snapshot_time(s)) + ", " +
          std::to_string(json_u64(s, "files")) + " files, " +
          human_bytes(static_cast<double>(json_u64(s, "logical_bytes"))) + ", epoch " +
          std::to_string(json_u64(s, "epoch"));
@@ -467,7 +476,7 @@ int project_snapshots(Args args) {
   }
   std::vector<std::vector<std::string>> rows = {{"SNAPSHOT", "TIME", "FILES", "SIZE", "EPOCH"}};
   for (const auto& s : list) {
-    rows.push_back({json_str(s, "id").substr(0, 12), time_text(s.contains("time") ? s["time"] : json()),
+    rows.push_back({json_str(s, "id").substr(0, 12), time_text(snapshot_time(s)),
                     std::to_string(json_u64(s, "files")), human_bytes(static_cast<double>(json_u64(s, "logical_bytes"))),
                     std::to_string(json_u64(s, "epoch"))});
   }

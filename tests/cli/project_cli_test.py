@@ -102,7 +102,7 @@ class FakeAgent:
                 return 404, {"error": f"no snapshots of {pid}", "code": "not_found"}
             return 200, {"project": pid, "snapshots": [
                 {"id": "11" * 32, "time": 1704164645, "files": 3, "logical_bytes": 2048, "epoch": 1},
-                {"id": "22" * 32, "time": 1704164700, "files": 4, "logical_bytes": 4096, "epoch": 2}]}
+                {"id": "22" * 32, "time_ns": 1704164700_000_000_000, "files": 4, "logical_bytes": 4096, "epoch": 2}]}
         return 404, {"error": "no route"}
 
     def post(self, path, body):
