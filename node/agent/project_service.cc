@@ -596,12 +596,36 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
       primary_dead_since_.erase(project);
       spdlog::info("project {}: this node is primary at epoch {}", project, r->placement.epoch);
       publish_placement(*r, "failover");
+      primary_checked_.erase(project);
       next_repair_ = Instant{};
     });
     return;
   }
 
-  // This node is primary (as far as its records say).
+  // This node is primary as far as its own records say; they may be stale
+  // (it was down while the project moved), so act only on a fresh read.
+  auto checked = primary_checked_.find(project);
+  if (checked != primary_checked_.end() && now - checked->second < kPrimaryCheckInterval) return;
+  primary_checked_[project] = now;
+  busy_.insert(project);
+  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    if (!current) return make_error(Code::kNotFound, "no such project");
+    return *current;
+  }, [this, project, release](Result<core::RegisterValue> r) {
+    release();
+    if (!r) return;
+    if (r->placement.primary != deps_.self) return;
+    act_as_primary(r->placement);
+  });
+}
+
+void ProjectService::act_as_primary(const core::Placement& placement) {
+  const std::string project = placement.project;
+  const std::vector<core::MemberInfo> members = member_infos();
+  const NodeId self = deps_.self;
+  auto release = [this, project] { busy_.erase(project); };
+  if (busy_.contains(project)) return;
+
   if (auto replaced = core::plan_replace_dead(placement, members, self)) {
     busy_.insert(project);
     const std::uint64_t epoch = placement.epoch;
@@ -619,6 +643,7 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
       }
       spdlog::info("project {}: replica set is now generation {}", project, r->generation);
       publish_placement(*r, "replica-replaced");
+      primary_checked_.erase(project);
       next_repair_ = Instant{};
     });
     return;
@@ -634,6 +659,7 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
     std::filesystem::create_directories(deps_.data_dir + "/projects", ec);
     restore_snapshot(project, snapshot_hex, working_dir(project), false, [this, project, release](Status s) {
       release();
+      primary_checked_.erase(project);  // Continue with the copies at once.
       if (!s) spdlog::warn("project {}: cannot open the working directory: {}", project, s.error().message);
     });
     return;
@@ -656,6 +682,8 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
     // receiver that holds the snapshot answers at once).
     if (copied == lacking.size()) {
       for (const NodeId& r : lacking) pushed_seq_[project + "/" + r.to_hex()] = seq;
+    } else {
+      primary_checked_.erase(project);  // Try again next round.
     }
   });
 }

@@ -33,6 +33,9 @@ namespace shoal::agent {
 inline constexpr std::size_t kReplicationFactor = 3;
 inline constexpr Duration kFailoverGrace = seconds(3);
 inline constexpr Duration kRepairInterval = seconds(1);
+// How often a primary re-reads its register before acting (each read is a
+// durable write on a majority of replicas, so not every repair round).
+inline constexpr Duration kPrimaryCheckInterval = seconds(5);
 inline constexpr std::size_t kOperationsKept = 512;
 
 class ProjectService {
@@ -95,6 +98,7 @@ class ProjectService {
 
   void repair(Instant now);
   void repair_one(const core::Placement& placement, Instant now);
+  void act_as_primary(const core::Placement& fresh);
   void submit_change(const std::string& project, core::ChangeFn change, std::function<void(Result<core::RegisterValue>)> done);
 
   std::vector<core::MemberInfo> member_infos() const;
@@ -112,6 +116,7 @@ class ProjectService {
   std::set<std::string> busy_;                        // Projects with a repair step in flight.
   std::map<std::string, Instant> primary_dead_since_; // For the failover grace.
   std::map<std::string, std::uint64_t> pushed_seq_;   // project/replica -> last_ack seq copied there.
+  std::map<std::string, Instant> primary_checked_;    // Last fresh read before acting as primary.
 };
 
 }  // namespace shoal::agent
