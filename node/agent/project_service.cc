@@ -625,67 +625,63 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
   const NodeId self = deps_.self;
   auto release = [this, project] { busy_.erase(project); };
   if (busy_.contains(project)) return;
-
-  if (auto replaced = core::plan_replace_dead(placement, members, self)) {
-    busy_.insert(project);
-    const std::uint64_t epoch = placement.epoch;
-    submit_change(project, [members, self, epoch](const std::optional<core::Placement>& current) -> Result<core::Placement> {
-      if (!current) return make_error(Code::kNotFound, "no such project");
-      if (current->primary != self || current->epoch != epoch) return make_error(Code::kAborted, "no longer primary");
-      auto next = core::plan_replace_dead(*current, members, self);
-      if (!next) return make_error(Code::kAborted, "nothing to replace any more");
-      return *next;
-    }, [this, project, release](Result<core::RegisterValue> r) {
-      release();
-      if (!r) {
-        spdlog::info("project {}: replica replacement not done: {}", project, r.error().message);
-        return;
-      }
-      spdlog::info("project {}: replica set is now generation {}", project, r->generation);
-      publish_placement(*r, "replica-replaced");
-      primary_checked_.erase(project);
-      next_repair_ = Instant{};
-    });
-    return;
-  }
-
-  if (placement.last_ack.seq == 0 || !holds(project, placement.last_ack)) return;
-  const std::string snapshot_hex = hex_of(placement.last_ack.id);
-
-  // Materialise the working directory from the last acknowledged snapshot.
   std::error_code ec;
-  if (!std::filesystem::exists(working_dir(project), ec)) {
-    busy_.insert(project);
-    std::filesystem::create_directories(deps_.data_dir + "/projects", ec);
-    restore_snapshot(project, snapshot_hex, working_dir(project), false, [this, project, release](Status s) {
-      release();
-      primary_checked_.erase(project);  // Continue with the copies at once.
-      if (!s) spdlog::warn("project {}: cannot open the working directory: {}", project, s.error().message);
-    });
-    return;
-  }
-
-  // Copy the last acknowledged snapshot to replicas that may lack it.
-  std::vector<NodeId> lacking;
-  for (const NodeId& r : placement.replicas) {
-    if (r == self || core::confirmed_dead(members, r)) continue;
-    const std::string key = project + "/" + r.to_hex();
-    auto it = pushed_seq_.find(key);
-    if (it == pushed_seq_.end() || it->second < placement.last_ack.seq) lacking.push_back(r);
-  }
-  if (lacking.empty()) return;
-  busy_.insert(project);
-  const std::uint64_t seq = placement.last_ack.seq;
-  push_to(project, snapshot_hex, lacking, [this, project, release, lacking, seq](std::size_t copied) {
-    release();
-    // A partial success is retried next round for every node (cheap: the
-    // receiver that holds the snapshot answers at once).
-    if (copied == lacking.size()) {
-      for (const NodeId& r : lacking) pushed_seq_[project + "/" + r.to_hex()] = seq;
-    } else {
-      primary_checked_.erase(project);  // Try again next round.
+  const core::PrimaryPlan plan = core::plan_primary_step(
+      placement, members, self, holds(project, placement.last_ack), std::filesystem::exists(working_dir(project), ec),
+      [&](const NodeId& r) {
+        auto it = pushed_seq_.find(project + "/" + r.to_hex());
+        return it != pushed_seq_.end() && it->second >= placement.last_ack.seq;
+      });
+  const std::string snapshot_hex = hex_of(placement.last_ack.id);
+  switch (plan.step) {
+    case core::PrimaryStep::kNothing:
+      return;
+    case core::PrimaryStep::kReplaceDead: {
+      busy_.insert(project);
+      const std::uint64_t epoch = placement.epoch;
+      submit_change(project, [members, self, epoch](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+        if (!current) return make_error(Code::kNotFound, "no such project");
+        if (current->primary != self || current->epoch != epoch) return make_error(Code::kAborted, "no longer primary");
+        auto next = core::plan_replace_dead(*current, members, self);
+        if (!next) return make_error(Code::kAborted, "nothing to replace any more");
+        return *next;
+      }, [this, project, release](Result<core::RegisterValue> r) {
+        release();
+        if (!r) {
+          spdlog::info("project {}: replica replacement not done: {}", project, r.error().message);
+          return;
+        }
+        spdlog::info("project {}: replica set is now generation {}", project, r->generation);
+        publish_placement(*r, "replica-replaced");
+        primary_checked_.erase(project);
+        next_repair_ = Instant{};
+      });
+      return;
     }
-  });
+    case core::PrimaryStep::kOpenWorkdir:
+      busy_.insert(project);
+      std::filesystem::create_directories(deps_.data_dir + "/projects", ec);
+      restore_snapshot(project, snapshot_hex, working_dir(project), false, [this, project, release](Status s) {
+        release();
+        primary_checked_.erase(project);  // Continue with the copies at once.
+        if (!s) spdlog::warn("project {}: cannot open the working directory: {}", project, s.error().message);
+      });
+      return;
+    case core::PrimaryStep::kCopySnapshot: {
+      busy_.insert(project);
+      const std::uint64_t seq = placement.last_ack.seq;
+      const std::vector<NodeId> lacking = plan.copy_to;
+      push_to(project, snapshot_hex, lacking, [this, project, release, lacking, seq](std::size_t copied) {
+        release();
+        if (copied == lacking.size()) {
+          for (const NodeId& r : lacking) pushed_seq_[project + "/" + r.to_hex()] = seq;
+        } else {
+          primary_checked_.erase(project);  // Try again next round.
+        }
+      });
+      return;
+    }
+  }
 }
 
 }  // namespace shoal::agent

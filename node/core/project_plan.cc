@@ -85,4 +85,27 @@ std::optional<Placement> plan_replace_dead(const Placement& current, std::span<c
   return next;
 }
 
+PrimaryPlan plan_primary_step(const Placement& fresh, std::span<const MemberInfo> members, const NodeId& self,
+                              bool self_holds_last_ack, bool workdir_exists,
+                              const std::function<bool(const NodeId&)>& replica_has_last_ack) {
+  PrimaryPlan plan;
+  if (fresh.primary != self) return plan;
+  if (auto wanted = plan_replace_dead(fresh, members, self)) {
+    plan.step = PrimaryStep::kReplaceDead;
+    plan.wanted = std::move(wanted);
+    return plan;
+  }
+  if (fresh.last_ack.seq == 0 || !self_holds_last_ack) return plan;
+  if (!workdir_exists) {
+    plan.step = PrimaryStep::kOpenWorkdir;
+    return plan;
+  }
+  for (const NodeId& r : fresh.replicas) {
+    if (r == self || confirmed_dead(members, r)) continue;
+    if (!replica_has_last_ack(r)) plan.copy_to.push_back(r);
+  }
+  if (!plan.copy_to.empty()) plan.step = PrimaryStep::kCopySnapshot;
+  return plan;
+}
+
 }  // namespace shoal::core

@@ -4,6 +4,7 @@
 // functions over a placement and a member view; the agent and the simulator
 // run them and submit the result as a compare-and-set change.
 
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -44,5 +45,24 @@ std::optional<Placement> plan_failover(const Placement& current, std::span<const
 // anywhere). nullopt when nothing is dead or no replacement exists.
 std::optional<Placement> plan_replace_dead(const Placement& current, std::span<const MemberInfo> members,
                                            const NodeId& self);
+
+// What a primary does next for one project, given a fresh read of its
+// register: one step per call, in this order of priority.
+enum class PrimaryStep : std::uint8_t {
+  kNothing,
+  kReplaceDead,   // Submit `wanted` (plan_replace_dead) as a compare-and-set.
+  kOpenWorkdir,   // Restore last_ack into the working directory.
+  kCopySnapshot,  // Push last_ack to `copy_to`.
+};
+struct PrimaryPlan {
+  PrimaryStep step = PrimaryStep::kNothing;
+  std::optional<Placement> wanted;
+  std::vector<NodeId> copy_to;
+};
+// replica_has_last_ack(r): whether r is known to hold last_ack (unknown =
+// false; copying is idempotent and cheap when it does).
+PrimaryPlan plan_primary_step(const Placement& fresh, std::span<const MemberInfo> members, const NodeId& self,
+                              bool self_holds_last_ack, bool workdir_exists,
+                              const std::function<bool(const NodeId&)>& replica_has_last_ack);
 
 }  // namespace shoal::core

@@ -81,5 +81,26 @@ TEST(PlanReplaceDead, WholeDcGoneSpreadsElsewhereAndNothingDeadMeansNoChange) {
   EXPECT_EQ(next->replicas.size(), 3u);
 }
 
+TEST(PlanPrimaryStep, ReplaceThenOpenThenCopyAndNothingOnAReplica) {
+  Fixture f;
+  f.p.last_ack.seq = 2;
+  const auto nobody_has = [](const NodeId&) { return false; };
+  EXPECT_EQ(plan_primary_step(f.p, f.members, node(2), true, true, nobody_has).step, PrimaryStep::kNothing);
+  f.kill(4);
+  auto plan = plan_primary_step(f.p, f.members, node(0), true, false, nobody_has);
+  EXPECT_EQ(plan.step, PrimaryStep::kReplaceDead);
+  ASSERT_TRUE(plan.wanted);
+  EXPECT_TRUE(plan.wanted->is_replica(node(5)));
+  f.members[4].liveness = Liveness::kAlive;
+  EXPECT_EQ(plan_primary_step(f.p, f.members, node(0), true, false, nobody_has).step, PrimaryStep::kOpenWorkdir);
+  // Without the snapshot locally, neither open nor copy.
+  EXPECT_EQ(plan_primary_step(f.p, f.members, node(0), false, false, nobody_has).step, PrimaryStep::kNothing);
+  plan = plan_primary_step(f.p, f.members, node(0), true, true, nobody_has);
+  EXPECT_EQ(plan.step, PrimaryStep::kCopySnapshot);
+  EXPECT_EQ(plan.copy_to, (std::vector<NodeId>{node(2), node(4)}));
+  EXPECT_EQ(plan_primary_step(f.p, f.members, node(0), true, true, [](const NodeId&) { return true; }).step,
+            PrimaryStep::kNothing);
+}
+
 }  // namespace
 }  // namespace shoal::core
