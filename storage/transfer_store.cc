@@ -30,8 +30,106 @@ StoreSink::StoreSink(SnapshotStore& store, std::string project, const ChunkId& s
 
 StoreSink::~StoreSink() {
   // Verified chunks are worth keeping for the next attempt; a failure here
-  // only means they are fetched again.
+  // only means they are fetched again. Unverified ones are dropped.
+  stop_verifier();
+  (void)absorb();
   (void)flush();
+}
+
+void StoreSink::stop_verifier() {
+  if (!verifier_.joinable()) {
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    queue_.clear();
+    queue_bytes_ = 0;
+  }
+  cv_.notify_all();
+  verifier_.join();
+}
+
+void StoreSink::verifier_loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (stopping_) {
+      return;
+    }
+    auto [id, bytes] = std::move(queue_.front());
+    queue_.pop_front();
+    queue_bytes_ -= bytes.size();
+    lock.unlock();
+    const bool ok = decode_chunk(bytes, id).has_value();  // Pure: no store, no shared state.
+    lock.lock();
+    pending_.erase(id);
+    --verifying_;
+    if (ok) {
+      verified_.emplace_back(id, std::move(bytes));
+    } else {
+      refused_.push_back(id);
+    }
+    cv_.notify_all();
+  }
+}
+
+Status StoreSink::add_to_batch(const ChunkId& id, Bytes bytes) {
+  ++counters_.chunks_accepted;
+  counters_.bytes_accepted += bytes.size();
+  batch_bytes_ += bytes.size();
+  batch_.emplace_back(id, std::move(bytes));
+  if (batch_.size() >= kSinkBatchChunksMax || batch_bytes_ >= kSinkBatchBytesMax) {
+    return flush();
+  }
+  return {};
+}
+
+Status StoreSink::absorb() {
+  std::vector<std::pair<ChunkId, Bytes>> done;
+  {
+    std::lock_guard lock(mu_);
+    done.swap(verified_);
+  }
+  for (auto& [id, bytes] : done) {
+    SHOAL_TRY_STATUS(add_to_batch(id, std::move(bytes)));
+  }
+  return {};
+}
+
+Status StoreSink::put_deferred(const ChunkId& id, Bytes&& bytes) {
+  SHOAL_TRY_STATUS(ensure_fence());
+  SHOAL_TRY_STATUS(absorb());
+  {
+    std::lock_guard lock(mu_);
+    if (queue_bytes_ < kSinkVerifyQueueBytesMax) {
+      if (!verifier_.joinable()) {
+        verifier_ = std::thread([this] { verifier_loop(); });
+      }
+      queue_bytes_ += bytes.size();
+      ++verifying_;
+      pending_.insert(id);
+      queue_.emplace_back(id, std::move(bytes));
+      cv_.notify_all();
+      return {};
+    }
+  }
+  return put(id, bytes);  // The verifier is behind: do this one here.
+}
+
+std::vector<ChunkId> StoreSink::take_refused() {
+  (void)absorb();  // A failed batch write shows up at the next put or missing call.
+  std::vector<ChunkId> out;
+  std::lock_guard lock(mu_);
+  out.swap(refused_);
+  counters_.chunks_refused += out.size();
+  return out;
+}
+
+std::size_t StoreSink::verifying() {
+  (void)absorb();
+  std::lock_guard lock(mu_);
+  return verifying_;
 }
 
 Status StoreSink::flush() {
@@ -107,12 +205,22 @@ Result<bool> StoreSink::has_snapshot(const ChunkId& snapshot) {
 
 Result<std::vector<ChunkId>> StoreSink::missing(std::span<const ChunkId> ids) {
   SHOAL_TRY_STATUS(ensure_fence());
+  SHOAL_TRY_STATUS(absorb());
   SHOAL_TRY_STATUS(flush());
   auto txn = Txn::begin_read(store_.env());
   if (!txn) {
     return std::unexpected(txn.error());
   }
-  return store_.chunks().missing(*txn, ids);
+  auto absent = store_.chunks().missing(*txn, ids);
+  if (!absent) {
+    return absent;
+  }
+  // Chunks still being verified count as present; a refusal re-requests them.
+  std::lock_guard lock(mu_);
+  if (!pending_.empty()) {
+    std::erase_if(*absent, [&](const ChunkId& id) { return pending_.contains(id); });
+  }
+  return absent;
 }
 
 Status StoreSink::put(const ChunkId& id, ByteView bytes) {
@@ -125,17 +233,11 @@ Status StoreSink::put(const ChunkId& id, ByteView bytes) {
     }
     return std::unexpected(plain.error());
   }
-  ++counters_.chunks_accepted;
-  counters_.bytes_accepted += bytes.size();
-  batch_.emplace_back(id, Bytes(bytes.begin(), bytes.end()));
-  batch_bytes_ += bytes.size();
-  if (batch_.size() >= kSinkBatchChunksMax || batch_bytes_ >= kSinkBatchBytesMax) {
-    return flush();
-  }
-  return {};
+  return add_to_batch(id, Bytes(bytes.begin(), bytes.end()));
 }
 
 Result<Bytes> StoreSink::read(const ChunkId& id) {
+  SHOAL_TRY_STATUS(absorb());
   SHOAL_TRY_STATUS(flush());
   auto raw = store_.get_raw_chunk(id);
   if (!raw) {
@@ -232,6 +334,15 @@ Status StoreSink::commit(const ChunkId& snapshot) {
   if (!offered) {
     return std::unexpected(offered.error());
   }
+  {
+    // The protocol commits only once verifying() is 0; wait in case a caller does not.
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return verifying_ == 0; });
+    if (!refused_.empty()) {
+      return make_error(Code::kCorruption, std::to_string(refused_.size()) + " chunk(s) failed verification");
+    }
+  }
+  SHOAL_TRY_STATUS(absorb());
   SHOAL_TRY_STATUS(flush());
   auto info = store_.commit_received(snapshot);
   if (!info) {

@@ -10,7 +10,8 @@
 // does not depend on transfer/.
 //
 // Threading: every call is one short LMDB transaction on the caller's thread
-// (SnapshotStore's rules). A sink belongs to one session on one thread.
+// (SnapshotStore's rules). A sink belongs to one session on one thread; its
+// only other thread is its verifier (put_deferred), which touches no store.
 //
 // Batching: put() verifies at once but stores in batches (kSinkBatchChunksMax
 // chunks or kSinkBatchBytesMax bytes per write transaction), because each
@@ -26,8 +27,12 @@
 // per-transfer memory bound: one chunk as large as the largest manifest the
 // snapshot actually contains (data chunks stay at most 4 MiB).
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -61,6 +66,9 @@ class StoreSource final : public transfer::SyncSource {
 
 inline constexpr std::size_t kSinkBatchChunksMax = 256;
 inline constexpr std::size_t kSinkBatchBytesMax = 4u << 20;  // Bounds what a crash makes the resume refetch.
+// Data chunks waiting for the sink's verifier thread; past this, put_deferred
+// verifies on the caller's thread (backpressure, and the memory bound).
+inline constexpr std::size_t kSinkVerifyQueueBytesMax = 8u << 20;
 
 struct SinkCounters {
   std::uint64_t chunks_accepted = 0;    // put() verified them (stored now or with the batch).
@@ -102,6 +110,15 @@ class StoreSink final : public transfer::SyncSink {
   // missing) and releases the gc fence.
   Status commit(const ChunkId& snapshot) override;
 
+  // Data chunks: verified by the sink's own thread (started on first use), so
+  // that decompressing and hashing run on another core than the event loop.
+  // Verified chunks join the batch on the caller's next call; refused ones are
+  // reported by take_refused(). Above kSinkVerifyQueueBytesMax queued, verifies
+  // at once like put().
+  Status put_deferred(const ChunkId& id, Bytes&& bytes) override;
+  std::vector<ChunkId> take_refused() override;
+  std::size_t verifying() override;
+
   const std::string& project() const { return project_; }
   const ChunkId& snapshot() const { return snapshot_; }
   const std::optional<SnapshotInfo>& committed() const { return committed_; }
@@ -110,6 +127,11 @@ class StoreSink final : public transfer::SyncSink {
 
  private:
   Status ensure_fence();
+  // Moves what the verifier finished into the batch (flushing a full one).
+  Status absorb();
+  void verifier_loop();
+  void stop_verifier();
+  Status add_to_batch(const ChunkId& id, Bytes bytes);
   // Writes the open batch in one transaction.
   Status flush();
   Result<Commit> load_offered_commit(ByteView stored);
@@ -123,6 +145,18 @@ class StoreSink final : public transfer::SyncSink {
   SinkCounters counters_;
   std::vector<std::pair<ChunkId, Bytes>> batch_;
   std::size_t batch_bytes_ = 0;
+
+  // The verifier thread and what it shares with the caller's thread (under mu_).
+  std::thread verifier_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::deque<std::pair<ChunkId, Bytes>> queue_;    // To verify.
+  std::size_t queue_bytes_ = 0;
+  std::size_t verifying_ = 0;                      // Queued or being verified.
+  ChunkIdSet pending_;                             // Their ids: present for missing().
+  std::vector<std::pair<ChunkId, Bytes>> verified_;
+  std::vector<ChunkId> refused_;
 };
 
 }  // namespace shoal::storage

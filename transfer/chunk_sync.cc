@@ -486,7 +486,11 @@ void SyncReceiver::chunk_complete(Instant now) {
   assembling_ = false;
   Bytes bytes = std::move(assembly_);
   assembly_ = Bytes();
-  auto stored = sink_.put(want.ref.id, bytes);
+  const std::size_t size = bytes.size();
+  // Data chunks may be verified on another thread (refusals come back through
+  // take_refused); manifests at once, because the walk reads them next.
+  auto stored = want.ref.kind == ChunkKind::kData ? sink_.put_deferred(want.ref.id, std::move(bytes))
+                                                  : sink_.put(want.ref.id, bytes);
   if (!stored) {
     if (stored.error().code != Code::kCorruption) {
       fail(now, stored.error().code, "storing chunk: " + stored.error().message, true);
@@ -507,7 +511,7 @@ void SyncReceiver::chunk_complete(Instant now) {
   }
   wanted_.erase(want.ref.id);
   ++progress_.chunks_transferred;
-  progress_.bytes_transferred += bytes.size();
+  progress_.bytes_transferred += size;
   if (want.ref.kind == ChunkKind::kManifest) {
     expand_stack_.push_back(want.ref.id);
   }
@@ -582,6 +586,23 @@ std::optional<Bytes> SyncReceiver::poll_message(Instant now) {
   if (state_ != SyncState::kActive || !offer_seen_) {
     return std::nullopt;
   }
+  last_poll_ = now;
+  // Deferred chunks that failed verification: fetch them again, first.
+  for (const ChunkId& id : sink_.take_refused()) {
+    ++progress_.chunks_refused;
+    const std::uint32_t attempts = ++refused_attempts_[id];
+    if (attempts >= config_.chunk_attempts_max) {
+      fail(now, Code::kCorruption, "chunk " + to_hex(id).substr(0, 16) + " arrived damaged " +
+                                       std::to_string(attempts) + " times",
+           true);
+      return poll_message(now);
+    }
+    if (progress_.chunks_transferred > 0) {
+      --progress_.chunks_transferred;
+    }
+    wanted_.insert(id);
+    want_data_.push_front(Want{.ref = ChunkRef{.id = id, .kind = ChunkKind::kData}, .attempts = attempts});
+  }
   if (auto walked = walk(); !walked) {
     fail(now, walked.error().code, walked.error().message, true);
     return poll_message(now);
@@ -619,6 +640,11 @@ void SyncReceiver::maybe_commit(Instant now) {
   }
   SHOAL_ASSERT(wanted_.empty());
   progress_.walk_complete = true;
+  // Deferred verifications still running: poll again shortly (next_deadline).
+  verifying_ = sink_.verifying() > 0;
+  if (verifying_) {
+    return;
+  }
   auto committed = sink_.commit(snapshot_);
   if (!committed) {
     fail(now, committed.error().code, "commit: " + committed.error().message, true);
@@ -657,6 +683,9 @@ void SyncReceiver::on_timer(Instant now) {
 }
 
 std::optional<Instant> SyncReceiver::next_deadline() const {
+  if (state_ == SyncState::kActive && verifying_) {
+    return last_poll_ + kVerifyPollInterval;  // Everything arrived; the sink is still verifying.
+  }
   if (state_ != SyncState::kActive || in_flight_.empty()) {
     return std::nullopt;
   }

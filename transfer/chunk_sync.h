@@ -19,6 +19,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -51,6 +52,8 @@ inline constexpr std::size_t kEndTextBytesMax = 1024;
 // storage's manifest limit (256 MiB of plaintext) plus room for its stored-chunk
 // header: every chunk a store can hold must be transferable.
 inline constexpr std::uint64_t kSyncChunkBytesMax = (256ull << 20) + 64;
+// How often a receiver that waits only for its sink's deferred verifications polls it.
+inline constexpr Duration kVerifyPollInterval = milliseconds(1);
 // Worst-case encodings, to prove every message fits one channel frame.
 inline constexpr std::size_t kChunkMessageOverheadMax = 1 + 1 + 9 + 2 + kHashBytes + 9 + 9 + 5;
 inline constexpr std::size_t kGetMessageBytesMax = 1 + 1 + 9 + 5 + kGetIdsMax * (2 + kHashBytes);
@@ -128,6 +131,16 @@ class SyncSink {
   // Atomically records the snapshot as held. FailedPrecondition if any chunk it
   // references is missing (the protocol calls it only when none should be).
   virtual Status commit(const ChunkId& snapshot) = 0;
+
+  // Optional: verification of data chunks off the caller's thread, so that
+  // hashing (and decompressing) runs on another core while the caller keeps
+  // receiving. put_deferred() may return before the bytes are verified; until
+  // then the chunk counts as present for missing() and verifying() counts it.
+  // A chunk that then fails verification is stored nowhere and is reported
+  // once by take_refused(). The defaults verify at once (put()).
+  virtual Status put_deferred(const ChunkId& id, Bytes&& bytes) { return put(id, bytes); }
+  virtual std::vector<ChunkId> take_refused() { return {}; }
+  virtual std::size_t verifying() { return 0; }
 };
 
 struct SyncConfig {
@@ -243,7 +256,8 @@ class SyncReceiver {
   void abort(Instant now, const Error& error);
 
   // Walks manifests and requests chunks as the window allows; commits when
-  // everything is present.
+  // everything is present and the sink has verified every deferred chunk
+  // (data chunks go to SyncSink::put_deferred; refused ones are fetched again).
   std::optional<Bytes> poll_message(Instant now);
   std::optional<Instant> next_deadline() const;
 
@@ -295,6 +309,9 @@ class SyncReceiver {
   std::optional<SyncMessage> end_to_send_;
   Instant started_;
   Instant last_heard_;
+  Instant last_poll_;
+  bool verifying_ = false;  // The sink was still verifying deferred chunks at the last poll.
+  std::unordered_map<ChunkId, std::uint32_t, ChunkIdHasher> refused_attempts_;  // Deferred chunks refused so far.
 };
 
 }  // namespace shoal::transfer
