@@ -207,7 +207,7 @@ class PlacementTest(PlacementHelpers, unittest.TestCase):
         expected = {}
         t0 = time.monotonic()
         for i, p in enumerate(projects):
-            primary = names[created[p]["primary"]]
+            primary = names[self.where(agents[(i + 3) % 6], p)["primary"]]  # Found via where, not create.
             work = self.workdir(primary, p)
             src = os.path.join(c.root, "src", p)
             self.assertEqual(tree_diff(src, work), [], f"{p}: working dir on {primary.name} is not the imported tree")
