@@ -174,6 +174,19 @@ Result<PruneReport> SnapshotStore::prune(const std::string& project, const Reten
   if (policy.keeps_nothing()) {
     return make_error(Code::kInvalidArgument, "a retention policy must keep something (e.g. --keep-last 1)");
   }
+  return remove_snapshots(project, [&](std::span<const std::int64_t> times) { return select_kept(times, policy); },
+                          dry_run);
+}
+
+Result<PruneReport> SnapshotStore::forget_project(const std::string& project) {
+  SHOAL_TRY_STATUS(validate_project(project));
+  return remove_snapshots(
+      project, [](std::span<const std::int64_t> times) { return std::vector<bool>(times.size(), false); }, false);
+}
+
+Result<PruneReport> SnapshotStore::remove_snapshots(
+    const std::string& project, const std::function<std::vector<bool>(std::span<const std::int64_t>)>& keep_fn,
+    bool dry_run) {
   auto txn = Txn::begin_write(*env_);
   if (!txn) {
     return std::unexpected(txn.error());
@@ -186,7 +199,8 @@ Result<PruneReport> SnapshotStore::prune(const std::string& project, const Reten
   for (const auto& s : *snaps) {
     times.push_back(s.commit.time_ns);
   }
-  const std::vector<bool> keep = select_kept(times, policy);
+  const std::vector<bool> keep = keep_fn(times);
+  SHOAL_ASSERT(keep.size() == times.size());
   PruneReport report;
   for (std::size_t i = 0; i < snaps->size(); ++i) {
     const auto& s = (*snaps)[i];

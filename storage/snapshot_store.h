@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <memory>
 #include <optional>
 #include <string>
@@ -206,6 +207,9 @@ class SnapshotStore {
   // Deletes every chunk no snapshot references. Waits for running saves;
   // refuses (FailedPrecondition) if a manifest is unreadable, since it could
   // not tell what that manifest references.
+  // Removes every snapshot of the project (a copy this node no longer needs);
+  // its chunks go at the next gc. The caller decides that it is safe.
+  Result<PruneReport> forget_project(const std::string& project);
   Result<GcReport> gc();
   Result<StoreStats> stats();
 
@@ -251,6 +255,9 @@ class SnapshotStore {
   ChunkStore chunks_;
   Tables tables_;
   std::function<void(std::string_view point)> fault_hook_;
+  Result<PruneReport> remove_snapshots(
+      const std::string& project, const std::function<std::vector<bool>(std::span<const std::int64_t>)>& keep_fn,
+      bool dry_run);
   void fault_point(std::string_view point) const {
     if (fault_hook_) fault_hook_(point);
   }

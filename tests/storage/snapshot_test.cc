@@ -419,6 +419,29 @@ TEST_F(SnapshotTest, GcRemovesOnlyUnreferencedChunks) {
   EXPECT_EQ(s->unreferenced_chunks, 0u);
 }
 
+TEST_F(SnapshotTest, ForgetProjectRemovesOnlyThatProjectAndGcFreesItsChunks) {
+  fs::create_directories(src_);
+  Prng rng(17);
+  write_file(src_ + "/a", random_bytes(rng, 200000, false));
+  const SnapshotInfo p1 = Save("p", src_);
+  write_file(src_ + "/b", random_bytes(rng, 200000, false));
+  const SnapshotInfo p2 = Save("p", src_, 1);
+  const SnapshotInfo q = Save("q", src_, 2);
+  auto forgot = store_->forget_project("p");
+  ASSERT_TRUE(forgot) << forgot.error().to_string();
+  EXPECT_EQ(forgot->removed.size(), 2u);
+  EXPECT_TRUE(store_->list("p")->empty());
+  ASSERT_EQ(store_->list("q")->size(), 1u);
+  ASSERT_TRUE(store_->gc());
+  auto txn = Txn::begin_read(store_->env());
+  EXPECT_FALSE(*store_->chunks().contains(*txn, p1.id));
+  EXPECT_FALSE(*store_->chunks().contains(*txn, p2.id));
+  txn->abort();
+  auto v = store_->verify({q});
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(v->clean());  // q shares the file chunks and keeps them.
+}
+
 TEST_F(SnapshotTest, GcRefusesWhenAManifestIsUnreadable) {
   make_random_tree(src_, 16, 10);
   const SnapshotInfo s = Save("p", src_);
