@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import subprocess
+import threading
 import time
 import unittest
 
@@ -203,6 +204,38 @@ class TransferTest(TransferHelpers, unittest.TestCase):
         self.restore(b, "p", snap, out)
         self.assertTrue(same_tree(src, out))
         self.assertEqual(self.verify(b).returncode, 0)
+
+    def test_watch_streams_transfer_events(self):
+        c, (a, b) = self.two_agents(9)
+        src = os.path.join(c.root, "src")
+        make_tree(src, 9, files=16, size_max=600_000)  # About 5 MB of incompressible data.
+        snap = self.snapshot(a, "p", src)
+        streams = {}
+        for agent, flag in ((a, "--json"), (b, None)):
+            cmd = [SHOAL, "watch", "--admin", agent.admin] + ([flag] if flag else [])
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            self.addCleanup(lambda p=proc: (p.kill(), p.wait(), p.stdout.close()))
+            lines = []
+            threading.Thread(target=lambda p=proc, out=lines: [out.append(l) for l in p.stdout], daemon=True).start()
+            streams[agent.name] = lines
+        time.sleep(0.5)  # Both streams connected.
+        a.http("POST", "/v1/transfers/limit", {"bytes_per_second": 2_000_000})  # About 2.5 s: progress events.
+        a.cli("replicate", "--project", "p", "--snapshot", snap, "--to", b.name)
+        c.wait_for(lambda: any("transfer_completed" in l for l in streams[b.name]), 10, "the receiver's completion")
+        events = [json.loads(l) for l in streams[a.name]]
+        kinds = [e["event"] for e in events if "transfer" in e]
+        self.assertEqual(kinds[0], "transfer_started")
+        self.assertEqual(kinds[-1], "transfer_completed")
+        progress = [e for e in events if e["event"] == "transfer_progress"]
+        self.assertGreaterEqual(len(progress), 1)
+        self.assertLessEqual(len(progress), 6)  # At most one a second.
+        t = progress[-1]["transfer"]
+        self.assertEqual((t["direction"], t["project"], t["peer"], t["state"]), ("send", "p", b.name, "active"))
+        self.assertGreater(t["bytes"], 0)
+        self.assertEqual(events[-1]["transfer"]["state"], "done")
+        # The human form: one line per event, naming the transfer.
+        done = [l for l in streams[b.name] if "transfer_completed" in l][0]
+        self.assertIn("receive p " + snap[:12] + " from " + a.name, done)
 
 
 def urllib_get(agent, path):
