@@ -546,6 +546,10 @@ void ProjectService::tick(Instant now) {
     next_repair_ = now + kRepairInterval;
     repair(now);
   }
+  if (now >= next_obsolete_scan_) {
+    next_obsolete_scan_ = now + kRepairInterval;
+    collect_obsolete(now);
+  }
 }
 
 void ProjectService::repair(Instant now) {
@@ -682,6 +686,76 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
       return;
     }
   }
+}
+
+void ProjectService::collect_obsolete(Instant now) {
+  auto snapshots = deps_.transfers->store().list();
+  if (!snapshots) return;
+  std::set<std::string> held;
+  for (const auto& snap : *snapshots) held.insert(snap.commit.project);
+  for (const std::string& project : held) {
+    if (busy_.contains(project)) continue;
+    auto checked = obsolete_checked_.find(project);
+    if (checked != obsolete_checked_.end() && now - checked->second < kObsoleteCheckInterval) continue;
+    obsolete_checked_[project] = now;
+    busy_.insert(project);
+    submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+      if (!current) return make_error(Code::kNotFound, "no such project");
+      return *current;
+    }, [this, project](Result<core::RegisterValue> r) {
+      busy_.erase(project);
+      // No answer, or no such project: missing information never deletes.
+      if (!r || r->placement.is_replica(deps_.self)) return;
+      collect_one(r->placement);
+    });
+  }
+}
+
+void ProjectService::collect_one(const core::Placement& fresh) {
+  const std::string project = fresh.project;
+  auto snaps = deps_.transfers->store().list(project);
+  if (!snaps || snaps->empty()) return;
+  const auto newest = std::max_element(snaps->begin(), snaps->end(), [](const auto& a, const auto& b) {
+    return a.commit.time_ns < b.commit.time_ns;
+  });
+  const std::string newest_hex = hex_of(newest->id);
+  // Invariant 3: the listed replicas must hold a copy at least as new as
+  // ours. Pushing ours makes that true (or fails, and we keep everything).
+  busy_.insert(project);
+  push_to(project, newest_hex, fresh.replicas, [this, project, fresh, newest_hex](std::size_t copied) {
+    busy_.erase(project);
+    if (copied != fresh.replicas.size()) {
+      spdlog::info("project {}: keeping this node's copy: only {} of {} listed replicas confirmed {}", project, copied,
+                   fresh.replicas.size(), newest_hex.substr(0, 12));
+      return;
+    }
+    auto forgot = deps_.transfers->store().forget_project(project);
+    if (!forgot) {
+      spdlog::warn("project {}: cannot remove the obsolete copy: {}", project, forgot.error().message);
+      return;
+    }
+    // A working directory may hold edits made after the last save: never
+    // delete it, set it aside for the operator.
+    std::error_code ec;
+    if (std::filesystem::exists(working_dir(project), ec)) {
+      const std::string retired = deps_.data_dir + "/projects-retired/" + project + ".epoch" + std::to_string(fresh.epoch);
+      std::filesystem::create_directories(deps_.data_dir + "/projects-retired", ec);
+      std::filesystem::rename(working_dir(project), retired, ec);
+      if (ec) spdlog::warn("project {}: cannot set the old working directory aside: {}", project, ec.message());
+    }
+    spdlog::info("project {}: collected this node's obsolete copy ({} snapshots); the replicas hold {}", project,
+                 forgot->removed.size(), newest_hex.substr(0, 12));
+    // Free the chunks in a child: gc waits for running saves, the loop must not.
+    auto gc = run_process(deps_.loop, {self_executable(), "snapshot", "gc", "--store", deps_.data_dir + "/store"},
+                          [](ProcessResult r) {
+                            if (r.exit_code != 0) spdlog::warn("store gc failed: {}", r.err.substr(0, 300));
+                          });
+    if (!gc) spdlog::warn("store gc not started: {}", gc.error().message);
+    if (deps_.publish) {
+      json line{{"event", "copy-collected"}, {"project", project}, {"snapshots", forgot->removed.size()}};
+      deps_.publish(line.dump() + "\n");
+    }
+  });
 }
 
 }  // namespace shoal::agent

@@ -37,6 +37,8 @@ inline constexpr Duration kRepairInterval = seconds(1);
 // durable write on a majority of replicas, so not every repair round).
 inline constexpr Duration kPrimaryCheckInterval = seconds(5);
 inline constexpr std::size_t kOperationsKept = 512;
+// How often a copy this node holds is checked against the committed placement.
+inline constexpr Duration kObsoleteCheckInterval = seconds(10);
 
 class ProjectService {
  public:
@@ -99,6 +101,10 @@ class ProjectService {
   void repair(Instant now);
   void repair_one(const core::Placement& placement, Instant now);
   void act_as_primary(const core::Placement& fresh);
+  // Copies of projects the committed placement no longer lists here: collected
+  // once every listed replica holds this node's newest snapshot of it.
+  void collect_obsolete(Instant now);
+  void collect_one(const core::Placement& fresh);
   void submit_change(const std::string& project, core::ChangeFn change, std::function<void(Result<core::RegisterValue>)> done);
 
   std::vector<core::MemberInfo> member_infos() const;
@@ -117,6 +123,8 @@ class ProjectService {
   std::map<std::string, Instant> primary_dead_since_; // For the failover grace.
   std::map<std::string, std::uint64_t> pushed_seq_;   // project/replica -> last_ack seq copied there.
   std::map<std::string, Instant> primary_checked_;    // Last fresh read before acting as primary.
+  std::map<std::string, Instant> obsolete_checked_;
+  Instant next_obsolete_scan_{};
 };
 
 }  // namespace shoal::agent
