@@ -198,7 +198,8 @@ Status AgentImpl::init() {
       .self_dc = options_.dc,
       .data_dir = data_dir_->path(),
       .members = [this] { return membership_->members(); },
-      .publish = [this](const std::string& line) { admin_->publish_event(line); }});
+      .publish = [this](const std::string& line) { admin_->publish_event(line); },
+      .save_interval = options_.save_interval});
 
   spdlog::info("agent {} ({}) in dc {} on {} (advertised {}), admin API on {}, incarnation {}{}", options_.name,
                membership_->self_id().short_hex(), options_.dc, options_.bind.to_string(), advertise_.to_string(),

@@ -17,6 +17,7 @@
 
 #include "base/address.h"
 #include "base/result.h"
+#include "base/time.h"
 #include "gossip/types.h"
 
 namespace shoal::agent {
@@ -32,6 +33,7 @@ struct AgentOptions {
   std::vector<Address> join;         // Empty: rejoin the members last seen, if any.
   gossip::Profile profile = gossip::Profile::kLan;
   bool fault_injection = false;      // Enables POST /v1/debug/drop.
+  Duration save_interval = seconds(300);  // Periodic saves of running projects; 0 = off.
 };
 
 class Agent {

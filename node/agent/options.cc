@@ -112,6 +112,22 @@ Result<AgentOptions> build_options(const Settings& s) {
     }
     o.profile = *p;
   }
+  if (auto it = s.values.find("save_interval"); it != s.values.end()) {
+    // "300", "30s", "5m", "1h"; 0 turns periodic saves off.
+    const std::string& text = it->second;
+    std::size_t used = 0;
+    long long amount = -1;
+    try {
+      amount = std::stoll(text, &used);
+    } catch (const std::exception&) {
+    }
+    const std::string unit = text.substr(used);
+    const long long scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : 0;
+    if (amount < 0 || scale == 0 || amount > 365LL * 24 * 3600) {
+      return make_error(Code::kInvalidArgument, "--save-interval " + text + ": use seconds or 30s, 5m, 1h (0 = off)");
+    }
+    o.save_interval = seconds(amount * scale);
+  }
   o.fault_injection = s.fault_injection;
   return o;
 }

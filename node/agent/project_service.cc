@@ -249,6 +249,30 @@ std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
     start_save(op.id, project);
     return reply;
   }
+  if (verb == "open" || verb == "delete") {
+    Operation& op = new_operation(verb, project);
+    AdminReply reply = started(op);
+    start_set_state(op.id, project, verb == "open" ? core::ProjectState::kRunning : core::ProjectState::kDeleted);
+    return reply;
+  }
+  if (verb == "stop" || verb == "move") {
+    auto body = parse_json_body(request);
+    if (!body) return reply_error(400, body.error().message);
+    Operation& op = new_operation(verb, project);
+    AdminReply reply = started(op);
+    try {
+      if (verb == "stop") {
+        start_stop(op.id, project, body->value("remove_workdir", false));
+      } else {
+        const std::string to = body->value("to", std::string());
+        if (to.empty()) return reply_error(400, "move needs {\"to\": NODE}");
+        start_move(op.id, project, to);
+      }
+    } catch (const json::exception&) {
+      return reply_error(400, "remove_workdir is a boolean; to is a node name or id prefix");
+    }
+    return reply;
+  }
   if (verb == "restore") {
     auto body = parse_json_body(request);
     if (!body) return reply_error(400, body.error().message);
@@ -394,7 +418,7 @@ void ProjectService::start_create(std::uint64_t op, std::string project, std::st
         p.epoch = 1;
         p.primary = target.primary;
         p.replicas = target.replicas;
-        p.state = core::ProjectState::kStopped;
+        p.state = core::ProjectState::kRunning;  // Open on its primary from the start.
         p.last_ack = first;
         p.preferred_dc = dc;
         p.quota_bytes = quota;
@@ -434,33 +458,52 @@ void ProjectService::start_create(std::uint64_t op, std::string project, std::st
 }
 
 void ProjectService::start_save(std::uint64_t op, const std::string& project) {
+  save(project, [this, op](Result<json> r) {
+    if (!r) return fail(op, r.error());
+    succeed(op, *r);
+  });
+}
+
+void ProjectService::save(const std::string& project, std::function<void(Result<json>)> done) {
+  if (saving_.contains(project)) {
+    return done(make_error(Code::kFailedPrecondition, "a save of " + project + " is already running on this node"));
+  }
+  saving_.insert(project);
+  auto finish = [this, project, done](Result<json> r) {
+    saving_.erase(project);
+    if (r) last_save_[project] = monotonic_now();
+    done(std::move(r));
+  };
   submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
     if (!current) return make_error(Code::kNotFound, "no such project");
     return *current;
-  }, [this, op, project](Result<core::RegisterValue> read) {
-    if (!read) return fail(op, read.error());
+  }, [this, project, finish](Result<core::RegisterValue> read) {
+    if (!read) return finish(std::unexpected(read.error()));
     const core::Placement placement = read->placement;
+    if (placement.state == core::ProjectState::kDeleted) {
+      return finish(make_error(Code::kNotFound, "project " + project + " was deleted"));
+    }
     if (placement.primary != deps_.self) {
-      return fail(op, Error{Code::kFailedPrecondition, "this node is not the primary of " + project + "; the primary is " +
-                                                           name_of(placement.primary) +
-                                                           " (run `shoal project save` against that node's agent)"});
+      return finish(make_error(Code::kFailedPrecondition, "this node is not the primary of " + project +
+                                                              "; the primary is " + name_of(placement.primary) +
+                                                              " (run `shoal project save` against that node's agent)"));
     }
     const std::uint64_t epoch = placement.epoch;
-    snapshot_dir(project, working_dir(project), epoch, [this, op, project, placement, epoch](Result<json> s) {
-      if (!s) return fail(op, s.error());
+    snapshot_dir(project, working_dir(project), epoch, [this, project, placement, epoch, finish](Result<json> s) {
+      if (!s) return finish(std::unexpected(s.error()));
       const std::string snapshot_hex = (*s)["id"].get<std::string>();
       std::vector<NodeId> others;
       for (const NodeId& r : placement.replicas) {
         if (r != deps_.self) others.push_back(r);
       }
       const json snapshot = *s;
-      push_to(project, snapshot_hex, others, [this, op, project, placement, epoch, snapshot, snapshot_hex](std::size_t copied) {
+      push_to(project, snapshot_hex, others, [this, project, placement, epoch, snapshot, snapshot_hex, finish](std::size_t copied) {
         const std::size_t holders = copied + 1;
         if (holders < core::majority_of(placement.replicas.size())) {
-          return fail(op, Error{Code::kUnavailable, "snapshot " + snapshot_hex.substr(0, 12) + " reached only " +
-                                                        std::to_string(holders) + " of " +
-                                                        std::to_string(placement.replicas.size()) +
-                                                        " replicas; the save is not acknowledged"});
+          return finish(make_error(Code::kUnavailable, "snapshot " + snapshot_hex.substr(0, 12) + " reached only " +
+                                                           std::to_string(holders) + " of " +
+                                                           std::to_string(placement.replicas.size()) +
+                                                           " replicas; the save is not acknowledged"));
         }
         const Hash256 id = *parse_hash(snapshot_hex);
         const NodeId self = deps_.self;
@@ -475,18 +518,151 @@ void ProjectService::start_save(std::uint64_t op, const std::string& project) {
             next.last_ack = core::SnapshotRef{id, current->last_ack.seq + 1};
           }
           return next;
-        }, [this, op, snapshot](Result<core::RegisterValue> r) {
-          if (!r) return fail(op, r.error());
+        }, [this, snapshot, finish](Result<core::RegisterValue> r) {
+          if (!r) return finish(std::unexpected(r.error()));
           publish_placement(*r, "saved");
           json result{{"placement", placement_json(*r)}, {"snapshot", snapshot["id"]}};
           for (const char* key : {"files", "logical_bytes", "new_bytes"}) {
             if (snapshot.contains(key)) result[key] = snapshot[key];
           }
-          succeed(op, result);
+          finish(result);
         });
       });
     });
   });
+}
+
+void ProjectService::start_set_state(std::uint64_t op, const std::string& project, core::ProjectState state) {
+  submit_change(project, [state](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    if (!current) return make_error(Code::kNotFound, "no such project");
+    if (current->state == core::ProjectState::kDeleted) return make_error(Code::kNotFound, "the project was deleted");
+    core::Placement next = *current;
+    next.state = state;
+    return next;
+  }, [this, op, state](Result<core::RegisterValue> r) {
+    if (!r) return fail(op, r.error());
+    publish_placement(*r, core::project_state_name(state));
+    primary_checked_.erase(r->placement.project);
+    next_repair_ = Instant{};
+    succeed(op, placement_json(*r));
+  });
+}
+
+void ProjectService::start_stop(std::uint64_t op, const std::string& project, bool remove_workdir) {
+  save(project, [this, op, project, remove_workdir](Result<json> saved) {
+    if (!saved) return fail(op, saved.error());
+    const std::uint64_t epoch = (*saved)["placement"]["epoch"].get<std::uint64_t>();
+    const NodeId self = deps_.self;
+    submit_change(project, [self, epoch](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+      if (!current) return make_error(Code::kNotFound, "no such project");
+      if (current->primary != self || current->epoch != epoch) {
+        return make_error(Code::kFailedPrecondition, "this node lost the epoch while stopping");
+      }
+      core::Placement next = *current;
+      next.state = core::ProjectState::kStopped;
+      return next;
+    }, [this, op, project, remove_workdir, saved](Result<core::RegisterValue> r) {
+      if (!r) return fail(op, r.error());
+      if (remove_workdir) {
+        // Safe: the final save above is acknowledged by a majority.
+        std::error_code ec;
+        std::filesystem::remove_all(working_dir(project), ec);
+      }
+      publish_placement(*r, "stopped");
+      json result = placement_json(*r);
+      result["snapshot"] = (*saved)["snapshot"];
+      succeed(op, result);
+    });
+  });
+}
+
+std::optional<gossip::Member> ProjectService::find_member(const std::string& spec) const {
+  std::optional<gossip::Member> found;
+  for (const gossip::Member& m : deps_.members()) {
+    if (m.name == spec) return m;
+    if (spec.size() >= 4 && m.id.to_hex().starts_with(spec)) {
+      if (found) return std::nullopt;  // Ambiguous prefix.
+      found = m;
+    }
+  }
+  return found;
+}
+
+void ProjectService::start_move(std::uint64_t op, const std::string& project, std::string to) {
+  const auto target = find_member(to);
+  if (!target || target->status != gossip::MemberStatus::kAlive) {
+    return fail(op, Error{Code::kInvalidArgument, "move: " + to + " is not an alive member (see shoal members)"});
+  }
+  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    if (!current) return make_error(Code::kNotFound, "no such project");
+    return *current;
+  }, [this, op, project, target](Result<core::RegisterValue> read) {
+    if (!read) return fail(op, read.error());
+    const core::Placement placement = read->placement;
+    if (placement.primary != deps_.self) {
+      return fail(op, Error{Code::kFailedPrecondition, "run the move on the primary of " + project + ", " +
+                                                           name_of(placement.primary) + ": it holds the data to copy"});
+    }
+    if (placement.primary == target->id) return succeed(op, placement_json(*read));
+    auto commit = [this, op, project, placement, target](std::size_t copied) {
+      if (placement.last_ack.seq > 0 && copied != 1) {
+        return fail(op, Error{Code::kUnavailable, "could not copy the acknowledged snapshot to " + target->name});
+      }
+      const NodeId to_id = target->id;
+      const std::string to_dc = target->dc;
+      const std::vector<core::MemberInfo> members = member_infos();
+      const std::uint64_t epoch = placement.epoch;
+      const core::SnapshotRef ack = placement.last_ack;
+      const NodeId self = deps_.self;
+      submit_change(project, [=](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+        if (!current) return make_error(Code::kNotFound, "no such project");
+        if (current->primary != self || current->epoch != epoch || !(current->last_ack == ack)) {
+          return make_error(Code::kAborted, "the project changed during the move; run it again");
+        }
+        core::Placement next = *current;
+        if (!next.is_replica(to_id)) {
+          // Take the slot of the replica in the target's DC, else of the
+          // old primary (it stays a replica only if it had a DC slot).
+          auto slot = std::find_if(next.replicas.begin(), next.replicas.end(), [&](const NodeId& r) {
+            const core::MemberInfo* m = core::find_member(members, r);
+            return r != self && m != nullptr && m->dc == to_dc;
+          });
+          if (slot == next.replicas.end()) slot = std::find(next.replicas.begin(), next.replicas.end(), self);
+          *slot = to_id;
+        }
+        next.primary = to_id;
+        next.epoch = current->epoch + 1;
+        return next;
+      }, [this, op](Result<core::RegisterValue> r) {
+        if (!r) return fail(op, r.error());
+        publish_placement(*r, "moved");
+        succeed(op, placement_json(*r));
+      });
+    };
+    if (placement.last_ack.seq == 0) return commit(0);
+    push_to(project, hex_of(placement.last_ack.id), {target->id}, commit);
+  });
+}
+
+void ProjectService::periodic_saves(Instant now) {
+  if (deps_.save_interval.count() == 0) return;
+  auto values = deps_.placement->local_values();
+  if (!values) return;
+  for (const core::RegisterValue& value : *values) {
+    const core::Placement& p = value.placement;
+    if (p.primary != deps_.self || p.state != core::ProjectState::kRunning || saving_.contains(p.project)) continue;
+    auto last = last_save_.try_emplace(p.project, now).first;  // First sight: a full interval from now.
+    if (now - last->second < deps_.save_interval) continue;
+    last->second = now;  // Also on failure: retry after another interval, not in a loop.
+    save(p.project, [project = p.project](Result<json> r) {
+      if (!r) {
+        spdlog::warn("project {}: periodic save failed: {}", project, r.error().message);
+      } else {
+        spdlog::info("project {}: periodic save {} acknowledged", project,
+                     (*r)["snapshot"].get<std::string>().substr(0, 12));
+      }
+    });
+  }
 }
 
 void ProjectService::start_restore(std::uint64_t op, const std::string& project, std::string to, std::string snapshot) {
@@ -546,6 +722,10 @@ void ProjectService::tick(Instant now) {
     next_repair_ = now + kRepairInterval;
     repair(now);
   }
+  if (now >= next_periodic_) {
+    next_periodic_ = now + kRepairInterval;
+    periodic_saves(now);
+  }
   if (now >= next_obsolete_scan_) {
     next_obsolete_scan_ = now + kRepairInterval;
     collect_obsolete(now);
@@ -560,6 +740,7 @@ void ProjectService::repair(Instant now) {
   }
   for (const core::RegisterValue& value : *values) {
     if (!value.placement.is_replica(deps_.self) || busy_.contains(value.placement.project)) continue;
+    if (value.placement.state == core::ProjectState::kDeleted) continue;
     repair_one(value.placement, now);
   }
 }
@@ -631,7 +812,9 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
   if (busy_.contains(project)) return;
   std::error_code ec;
   const core::PrimaryPlan plan = core::plan_primary_step(
-      placement, members, self, holds(project, placement.last_ack), std::filesystem::exists(working_dir(project), ec),
+      placement, members, self, holds(project, placement.last_ack),
+      // Only a running project has its working directory opened.
+      std::filesystem::exists(working_dir(project), ec) || placement.state != core::ProjectState::kRunning,
       [&](const NodeId& r) {
         auto it = pushed_seq_.find(project + "/" + r.to_hex());
         return it != pushed_seq_.end() && it->second >= placement.last_ack.seq;
@@ -705,7 +888,8 @@ void ProjectService::collect_obsolete(Instant now) {
     }, [this, project](Result<core::RegisterValue> r) {
       busy_.erase(project);
       // No answer, or no such project: missing information never deletes.
-      if (!r || r->placement.is_replica(deps_.self)) return;
+      if (!r) return;
+      if (r->placement.state != core::ProjectState::kDeleted && r->placement.is_replica(deps_.self)) return;
       collect_one(r->placement);
     });
   }
@@ -719,6 +903,11 @@ void ProjectService::collect_one(const core::Placement& fresh) {
     return a.commit.time_ns < b.commit.time_ns;
   });
   const std::string newest_hex = hex_of(newest->id);
+  if (fresh.state == core::ProjectState::kDeleted) {
+    // The operator deleted the project: every replica drops its copy.
+    forget_copy(fresh, newest_hex);
+    return;
+  }
   // Invariant 3: the listed replicas must hold a copy at least as new as
   // ours. Pushing ours makes that true (or fails, and we keep everything).
   busy_.insert(project);
@@ -729,33 +918,38 @@ void ProjectService::collect_one(const core::Placement& fresh) {
                    fresh.replicas.size(), newest_hex.substr(0, 12));
       return;
     }
-    auto forgot = deps_.transfers->store().forget_project(project);
-    if (!forgot) {
-      spdlog::warn("project {}: cannot remove the obsolete copy: {}", project, forgot.error().message);
-      return;
-    }
-    // A working directory may hold edits made after the last save: never
-    // delete it, set it aside for the operator.
-    std::error_code ec;
-    if (std::filesystem::exists(working_dir(project), ec)) {
-      const std::string retired = deps_.data_dir + "/projects-retired/" + project + ".epoch" + std::to_string(fresh.epoch);
-      std::filesystem::create_directories(deps_.data_dir + "/projects-retired", ec);
-      std::filesystem::rename(working_dir(project), retired, ec);
-      if (ec) spdlog::warn("project {}: cannot set the old working directory aside: {}", project, ec.message());
-    }
-    spdlog::info("project {}: collected this node's obsolete copy ({} snapshots); the replicas hold {}", project,
-                 forgot->removed.size(), newest_hex.substr(0, 12));
-    // Free the chunks in a child: gc waits for running saves, the loop must not.
-    auto gc = run_process(deps_.loop, {self_executable(), "snapshot", "gc", "--store", deps_.data_dir + "/store"},
-                          [](ProcessResult r) {
-                            if (r.exit_code != 0) spdlog::warn("store gc failed: {}", r.err.substr(0, 300));
-                          });
-    if (!gc) spdlog::warn("store gc not started: {}", gc.error().message);
-    if (deps_.publish) {
-      json line{{"event", "copy-collected"}, {"project", project}, {"snapshots", forgot->removed.size()}};
-      deps_.publish(line.dump() + "\n");
-    }
+    forget_copy(fresh, newest_hex);
   });
+}
+
+void ProjectService::forget_copy(const core::Placement& fresh, const std::string& newest_hex) {
+  const std::string project = fresh.project;
+  auto forgot = deps_.transfers->store().forget_project(project);
+  if (!forgot) {
+    spdlog::warn("project {}: cannot remove the obsolete copy: {}", project, forgot.error().message);
+    return;
+  }
+  // A working directory may hold edits made after the last save: never
+  // delete it, set it aside for the operator.
+  std::error_code ec;
+  if (std::filesystem::exists(working_dir(project), ec)) {
+    const std::string retired = deps_.data_dir + "/projects-retired/" + project + ".epoch" + std::to_string(fresh.epoch);
+    std::filesystem::create_directories(deps_.data_dir + "/projects-retired", ec);
+    std::filesystem::rename(working_dir(project), retired, ec);
+    if (ec) spdlog::warn("project {}: cannot set the old working directory aside: {}", project, ec.message());
+  }
+  spdlog::info("project {}: collected this node's obsolete copy ({} snapshots); the replicas hold {}", project,
+               forgot->removed.size(), newest_hex.substr(0, 12));
+  // Free the chunks in a child: gc waits for running saves, the loop must not.
+  auto gc = run_process(deps_.loop, {self_executable(), "snapshot", "gc", "--store", deps_.data_dir + "/store"},
+                        [](ProcessResult r) {
+                          if (r.exit_code != 0) spdlog::warn("store gc failed: {}", r.err.substr(0, 300));
+                        });
+  if (!gc) spdlog::warn("store gc not started: {}", gc.error().message);
+  if (deps_.publish) {
+    json line{{"event", "copy-collected"}, {"project", project}, {"snapshots", forgot->removed.size()}};
+    deps_.publish(line.dump() + "\n");
+  }
 }
 
 }  // namespace shoal::agent

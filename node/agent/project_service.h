@@ -52,6 +52,7 @@ class ProjectService {
     std::string data_dir;
     std::function<std::vector<gossip::Member>()> members;
     std::function<void(const std::string& line)> publish;  // One /v1/events line.
+    Duration save_interval = seconds(300);  // Periodic saves of running projects; 0 = off.
   };
   explicit ProjectService(Deps deps);
 
@@ -87,6 +88,18 @@ class ProjectService {
   void start_save(std::uint64_t op, const std::string& project);
   void start_read(std::uint64_t op, const std::string& project);
   void start_restore(std::uint64_t op, const std::string& project, std::string to, std::string snapshot);
+  // open: state running (the primary opens the working directory and saves
+  // periodically). stop: a final save, then state stopped. delete: a final
+  // tombstone; every replica then drops its copy. move: copy the acknowledged
+  // snapshot to `to`, then make it primary (epoch + 1), in place of the
+  // replica of its DC if it was not one.
+  void start_set_state(std::uint64_t op, const std::string& project, core::ProjectState state);
+  void start_stop(std::uint64_t op, const std::string& project, bool remove_workdir);
+  void start_move(std::uint64_t op, const std::string& project, std::string to);
+  // A save whose outcome goes to `done` (operations and the periodic saver).
+  void save(const std::string& project, std::function<void(Result<nlohmann::json>)> done);
+  void periodic_saves(Instant now);
+  std::optional<gossip::Member> find_member(const std::string& spec) const;
 
   // Runs `shoal snapshot create` of dir; done gets (id hex, the JSON it printed).
   void snapshot_dir(const std::string& project, const std::string& dir, std::uint64_t epoch,
@@ -105,6 +118,7 @@ class ProjectService {
   // once every listed replica holds this node's newest snapshot of it.
   void collect_obsolete(Instant now);
   void collect_one(const core::Placement& fresh);
+  void forget_copy(const core::Placement& fresh, const std::string& newest_hex);
   void submit_change(const std::string& project, core::ChangeFn change, std::function<void(Result<core::RegisterValue>)> done);
 
   std::vector<core::MemberInfo> member_infos() const;
@@ -124,7 +138,10 @@ class ProjectService {
   std::map<std::string, std::uint64_t> pushed_seq_;   // project/replica -> last_ack seq copied there.
   std::map<std::string, Instant> primary_checked_;    // Last fresh read before acting as primary.
   std::map<std::string, Instant> obsolete_checked_;
+  std::map<std::string, Instant> last_save_;  // Periodic saves: when each running project was last saved here.
+  std::set<std::string> saving_;              // Never two saves of one project on this node.
   Instant next_obsolete_scan_{};
+  Instant next_periodic_{};
 };
 
 }  // namespace shoal::agent

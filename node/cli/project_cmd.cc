@@ -45,6 +45,11 @@ constexpr const char* kProjectUsage =
     "  save ID [--json]                     save now (on the primary's agent); prints the snapshot id\n"
     "  snapshots ID [--json]                this node's snapshots of ID\n"
     "  restore ID [--snapshot S] --to DIR   restore from this node's store\n"
+    "  open ID                              mark running: the primary opens the working\n"
+    "                                       directory and saves it periodically\n"
+    "  stop ID [--remove-workdir]           final save (on the primary), then stopped\n"
+    "  delete ID                            tombstone; every replica drops its copy\n"
+    "  move ID --to NODE                    make NODE the primary (run on the primary)\n"
     "\n"
     "Run `shoal project <verb> --help` for a verb's options; `shoal where ID` shows\n"
     "where a project lives.\n";
@@ -97,6 +102,29 @@ constexpr const char* kWhereUsage =
     "  replicas: epoch, primary, replicas, last acknowledged snapshot.\n"
     "  Exits 3 with 'unavailable: <reason>' on stderr when no majority answers.\n"
     "  --json              print the placement object (project, epoch, primary, replicas, ...)\n";
+
+constexpr const char* kOpenUsage =
+    "usage: shoal project open ID [--json] [--admin HOST:PORT]\n"
+    "  Marks ID running: its primary restores the last acknowledged snapshot into\n"
+    "  DATA_DIR/projects/ID (if missing) and saves it every --save-interval.\n";
+
+constexpr const char* kStopUsage =
+    "usage: shoal project stop ID [--remove-workdir] [--json] [--admin HOST:PORT]\n"
+    "  On the primary's agent: saves the working directory a last time, waits for\n"
+    "  the save to be acknowledged, then marks the project stopped.\n"
+    "  --remove-workdir    then delete the working directory (the data is in the save)\n";
+
+constexpr const char* kDeleteUsage =
+    "usage: shoal project delete ID [--json] [--admin HOST:PORT]\n"
+    "  Writes a tombstone: the project stops being saved and every replica drops\n"
+    "  its snapshots. A working directory is moved to DATA_DIR/projects-retired.\n";
+
+constexpr const char* kMoveUsage =
+    "usage: shoal project move ID --to NODE [--json] [--admin HOST:PORT]\n"
+    "  On the primary's agent: copies the last acknowledged snapshot to NODE, then\n"
+    "  makes NODE the primary at the next epoch (NODE takes the replica slot of\n"
+    "  its data center).\n"
+    "  --to NODE           member name or id prefix\n";
 
 constexpr int kPollMs = 50;
 constexpr int kExitUnavailable = 3;
@@ -521,6 +549,38 @@ int project_restore(Args args) {
 
 }  // namespace
 
+// open, stop, delete and move: one operation, then the placement it left.
+int project_lifecycle(Args args, const char* verb, const char* usage) {
+  int rc = 0;
+  const bool is_stop = std::string_view(verb) == "stop";
+  const bool is_move = std::string_view(verb) == "move";
+  FlagSpec spec{{"admin"}, {"json"}};
+  if (is_stop) spec.switches.insert("remove-workdir");
+  if (is_move) spec.with_value.insert("to");
+  auto flags = parse(args, spec, usage, 1, rc);
+  if (!flags) return rc;
+  const std::string id = flags->positionals[0];
+  json body = json::object();
+  if (is_stop) body["remove_workdir"] = flags->has("remove-workdir");
+  if (is_move) {
+    auto to = flags->get("to");
+    if (!to) return usage_error("move needs --to NODE", usage);
+    body["to"] = *to;
+  }
+  AdminClient client(admin_address(*flags));
+  auto o = run_operation(client, project_path(id, (std::string("/") + verb).c_str()), body, rc);
+  if (!o) return rc;
+  if (o->kind != Outcome::kDone) return report_failure(verb, id, *o);
+  const json r = result_of(*o);
+  if (flags->has("json")) {
+    std::printf("%s\n", r.dump(2).c_str());
+  } else {
+    std::printf("%s: %s, epoch %llu, primary %s\n", id.c_str(), json_str(r, "state").c_str(),
+                static_cast<unsigned long long>(json_u64(r, "epoch")), json_str(r, "primary").c_str());
+  }
+  return 0;
+}
+
 int cmd_project(Args args) {
   if (args.empty()) {
     std::fputs(kProjectUsage, stderr);
@@ -538,6 +598,10 @@ int cmd_project(Args args) {
   if (verb == "save") return project_save(rest);
   if (verb == "snapshots") return project_snapshots(rest);
   if (verb == "restore") return project_restore(rest);
+  if (verb == "open") return project_lifecycle(rest, "open", kOpenUsage);
+  if (verb == "stop") return project_lifecycle(rest, "stop", kStopUsage);
+  if (verb == "delete") return project_lifecycle(rest, "delete", kDeleteUsage);
+  if (verb == "move") return project_lifecycle(rest, "move", kMoveUsage);
   std::fprintf(stderr, "shoal project: unknown verb '%.*s'\n%s", static_cast<int>(verb.size()), verb.data(),
                kProjectUsage);
   return 2;

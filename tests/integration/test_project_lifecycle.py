@@ -1,0 +1,100 @@
+"""Project lifecycle between real agents on 127.0.0.1: periodic saves, stop,
+open, move and delete (issue 6). Ports 26000-26499 only.
+
+  SHOAL_BIN=build/release/bin/shoal python3 -m unittest -v test_project_lifecycle
+"""
+
+import json
+import os
+import time
+import unittest
+
+from harness import Cluster
+from test_placement import port_free, tree_diff
+
+
+class LifecycleTest(unittest.TestCase):
+    port_base = 26000
+
+    def cluster(self, slot, n, extra=()):
+        base = self.port_base + 40 * slot
+        busy = [p for p in range(base, base + 2 * n) if not port_free(p)]
+        if busy:
+            raise AssertionError(f"ports {busy} on 127.0.0.1 are in use")
+        c = Cluster(base, extra=extra)
+        self.addCleanup(c.stop)
+        agents = c.start(n)
+        c.wait_for(lambda: c.converged(), 20, f"{n} agents to list each other alive")
+        return c, agents
+
+    def make_tree(self, root, files):
+        os.makedirs(root, exist_ok=True)
+        for name, data in files.items():
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(data)
+
+    def where(self, agent, project):
+        return json.loads(agent.cli("where", project, "--json").stdout)
+
+    def snapshots(self, agent, project):
+        return agent.http("GET", f"/v1/projects/{project}/snapshots")["snapshots"]
+
+    def test_periodic_save_stop_open_move_delete(self):
+        c, agents = self.cluster(0, 3, extra=("--save-interval", "2s"))
+        a0 = agents[0]
+        src = os.path.join(c.root, "src")
+        self.make_tree(src, {"a.txt": b"first\n" * 1000, "b.bin": os.urandom(200_000)})
+        a0.cli("project", "create", "--id", "life", "--from", src)
+        workdir = os.path.join(a0.data_dir, "projects", "life")
+        c.wait_for(lambda: os.path.isfile(os.path.join(workdir, "a.txt")), 20, "the working directory on the primary")
+        first = self.where(a0, "life")
+        self.assertEqual(first["state"], "running")
+        self.assertEqual(first["primary"], a0.name)
+
+        # Periodic save: an edit is saved and acknowledged without asking.
+        with open(os.path.join(workdir, "a.txt"), "ab") as f:
+            f.write(b"edited\n")
+        c.wait_for(lambda: self.where(a0, "life")["last_ack"]["seq"] > first["last_ack"]["seq"], 30,
+                   "a periodic save to be acknowledged")
+
+        # Stop: final save, state stopped, working directory removed on request.
+        with open(os.path.join(workdir, "c.txt"), "wb") as f:
+            f.write(b"written just before stop\n")
+        expected = os.path.join(c.root, "expected")
+        os.makedirs(expected)
+        os.system(f"cp -a {workdir}/. {expected}/")
+        a0.cli("project", "stop", "life", "--remove-workdir")
+        stopped = self.where(a0, "life")
+        self.assertEqual(stopped["state"], "stopped")
+        self.assertFalse(os.path.exists(workdir))
+        seq = stopped["last_ack"]["seq"]
+        time.sleep(3)  # Longer than --save-interval: a stopped project is not saved.
+        self.assertEqual(self.where(a0, "life")["last_ack"]["seq"], seq)
+
+        # Open: the primary restores the last acknowledged save.
+        a0.cli("project", "open", "life")
+        c.wait_for(lambda: os.path.isfile(os.path.join(workdir, "c.txt")), 20, "the working directory to reopen")
+        self.assertEqual(tree_diff(expected, workdir), [])
+
+        # Move to another node: it becomes primary at a higher epoch and restores identically.
+        target = next(a for a in agents if a.name != a0.name)
+        a0.cli("project", "move", "life", "--to", target.name)
+        moved = self.where(target, "life")
+        self.assertEqual(moved["primary"], target.name)
+        self.assertGreater(moved["epoch"], stopped["epoch"])
+        out = os.path.join(c.root, "restored")
+        target.cli("project", "restore", "life", "--to", out)
+        self.assertEqual(tree_diff(expected, out), [])
+        r = a0.cli("project", "save", "life", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(target.name, r.stderr)
+
+        # Delete: every replica drops its snapshots; the old working directory is set aside.
+        target.cli("project", "delete", "life")
+        self.assertEqual(self.where(a0, "life")["state"], "deleted")
+        c.wait_for(lambda: all(not self.snapshots(a, "life") for a in agents), 40, "every copy to be dropped")
+        self.assertTrue(os.path.isdir(os.path.join(a0.data_dir, "projects-retired")))
+
+
+if __name__ == "__main__":
+    unittest.main()
