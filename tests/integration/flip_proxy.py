@@ -4,9 +4,15 @@ Listens on one port for TCP and UDP and forwards both to a target port on
 127.0.0.1, so an agent can advertise the proxy's address and every byte its
 peers send it (gossip datagrams, gossip streams, transfer connections) passes
 through here. In TCP connections that start with the transfer preamble ('S'),
-the client-to-target direction has one byte XOR-ed with 0x01 once `flip_at`
-bytes have gone through, for the first `flips` such connections; later ones
-are forwarded untouched. Everything else is forwarded byte for byte.
+the client-to-target direction gets one fault once `flip_at` bytes have gone
+through, for the first `flips` such connections; later ones are forwarded
+untouched. Everything else is forwarded byte for byte. The fault (`mode`):
+  flip      one byte XOR-ed with 0x01
+  replay    the first whole channel record starting at or after flip_at is sent twice
+  reorder   that record and the next one are sent in swapped order
+  truncate  half of that record is sent, then the connection is shut down (FIN)
+The record modes parse the stream (8-byte preamble, then u32 big-endian
+length and body per record, docs/protocol.md 2.4).
 
 Only 127.0.0.1, bounded: the proxy stops (closing every socket it opened) on
 stop(), and each thread ends when its sockets close.
@@ -18,9 +24,11 @@ import threading
 
 
 class FlipProxy:
-    def __init__(self, port, target_port, flip_at, flips=1):
+    def __init__(self, port, target_port, flip_at, flips=1, mode="flip"):
+        assert mode in ("flip", "replay", "reorder", "truncate")
         self.port = port
         self.target_port = target_port
+        self.mode = mode
         self.flip_at = flip_at
         self.flips_left = flips
         self.flipped = 0            # Bytes flipped so far.
@@ -91,6 +99,9 @@ class FlipProxy:
                         if self.flips_left > 0:
                             self.flips_left -= 1
                             flip_here = self.flip_at
+                    if flip_here is not None and self.mode != "flip":
+                        self._records(src, dst, data)
+                        return
                 if flip_here is not None and seen <= flip_here < seen + len(data):
                     b = bytearray(data)
                     b[flip_here - seen] ^= 0x01
@@ -108,6 +119,60 @@ class FlipProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def _records(self, src, dst, first):
+        """Forwards a transfer stream record by record and applies the record fault once.
+        Returns when the stream ends (or after a truncation); the caller shuts both sockets."""
+        buf = bytearray(first)
+        sent = 0     # Stream offset of buf[0].
+        start = 8    # Offset in buf of the next record header; the preamble comes first.
+        held = None  # reorder: the faulty record, waiting for its successor.
+        while True:
+            while len(buf) >= start + 4:
+                end = start + 4 + int.from_bytes(buf[start:start + 4], "big")
+                if len(buf) < end:
+                    break
+                if sent + start < self.flip_at:
+                    start = end  # Before the fault point: passes as it is.
+                    continue
+                record = bytes(buf[start:end])
+                dst.sendall(bytes(buf[:start]))
+                if self.mode == "truncate":
+                    # Half a record, then FIN; keep the other direction open so that the
+                    # target reads the end of the stream (not a reset) and answers it.
+                    dst.sendall(record[:len(record) // 2])
+                    dst.shutdown(socket.SHUT_WR)
+                    with self.lock:
+                        self.flipped += 1
+                    while not self.stopping.is_set() and src.recv(65536):
+                        pass  # Discarded until the client gives up.
+                    return
+                if self.mode == "reorder" and held is None:
+                    held = record
+                    sent += end
+                    del buf[:end]
+                    start = 0
+                    continue
+                dst.sendall(record + record if self.mode == "replay" else record + held)
+                dst.sendall(bytes(buf[end:]))
+                with self.lock:
+                    self.flipped += 1
+                while not self.stopping.is_set():  # The fault is done: plain forwarding.
+                    data = src.recv(65536)
+                    if not data:
+                        return
+                    dst.sendall(data)
+                return
+            k = min(start, len(buf))
+            dst.sendall(bytes(buf[:k]))
+            sent += k
+            del buf[:k]
+            start -= k
+            data = src.recv(65536)
+            if not data or self.stopping.is_set():
+                dst.sendall(bytes(buf))
+                return
+            buf += data
 
     def _udp(self):
         # One upstream socket per client address, so replies find their way back.

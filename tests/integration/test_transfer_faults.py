@@ -2,6 +2,7 @@
 
 Run one case: SHOAL_BIN=build/h-xfer/bin/shoal python3 -m unittest test_transfer_faults.TransferFaultTest.test_flipped_byte_drops_the_connection_and_the_retry_completes
 Slots 6-8 of test_transfer.py's scheme (28920-28979); nothing but 127.0.0.1.
+The damaged-stream cases share slot 6: agents on 28920+4i..28923+4i, the proxy on 28936+i.
 """
 
 import os
@@ -23,14 +24,28 @@ def metric(agent, name):
 
 class TransferFaultTest(TransferHelpers, unittest.TestCase):
     def test_flipped_byte_drops_the_connection_and_the_retry_completes(self):
-        c = self.cluster(6)
+        self.damaged_stream_resumes(0, "flip", "decrypt_failed")
+
+    def test_replayed_record_drops_the_connection_and_the_retry_completes(self):
+        self.damaged_stream_resumes(1, "replay", "replayed")
+
+    def test_reordered_records_drop_the_connection_and_the_retry_completes(self):
+        self.damaged_stream_resumes(2, "reorder", "reordered")
+
+    def test_truncated_stream_drops_the_connection_and_the_retry_completes(self):
+        self.damaged_stream_resumes(3, "truncate", "truncated")
+
+    def damaged_stream_resumes(self, i, mode, reason):
+        # Slot 6 holds all four: agents on 28920+4i..+3, the proxy on 28936+i.
+        c = Cluster(self.port_base + 20 * 6 + 4 * i)
+        self.addCleanup(c.stop)
         a = c.add()
         a.start()
-        proxy_port = c.port_base + 10
+        proxy_port = self.port_base + 20 * 6 + 16 + i
         b = c.add(extra=["--advertise", f"127.0.0.1:{proxy_port}"])
-        # Everything sent to b's advertised address goes through the proxy, which flips
-        # one byte 4 MB into the first transfer connection.
-        proxy = FlipProxy(proxy_port, b.gossip_port, flip_at=4_000_000, flips=1)
+        # Everything sent to b's advertised address goes through the proxy, which damages
+        # the first transfer connection 4 MB in (mode: see flip_proxy.py).
+        proxy = FlipProxy(proxy_port, b.gossip_port, flip_at=4_000_000, flips=1, mode=mode)
         self.addCleanup(proxy.stop)
         b.start(join=[a.addr])
         c.wait_for(lambda: c.converged(), 15, "2 agents to list each other alive through the proxy")
@@ -41,8 +56,8 @@ class TransferFaultTest(TransferHelpers, unittest.TestCase):
         self.assertIn("replicated snapshot", r.stdout)
         self.assertEqual(proxy.flipped, 1)
         self.assertGreaterEqual(proxy.transfer_connections, 2)
-        # The receiver's channel refused the damaged frame and dropped the connection.
-        self.assertGreaterEqual(metric(b, 'shoal_transfer_channel_failures_total{reason="decrypt_failed"}'), 1)
+        # The receiver's channel refused the damaged stream and dropped the connection.
+        self.assertGreaterEqual(metric(b, f'shoal_transfer_channel_failures_total{{reason="{reason}"}}'), 1)
         sent = self.transfers(a)[0]
         self.assertEqual(sent["state"], "done")
         self.assertGreaterEqual(sent["attempts"], 2)
