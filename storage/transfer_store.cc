@@ -25,8 +25,8 @@ Result<Bytes> StoreSource::read(const ChunkId& id) {
   return std::move(**raw);
 }
 
-StoreSink::StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot)
-    : store_(store), project_(std::move(project)), snapshot_(snapshot) {}
+StoreSink::StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot, CommitCheck check)
+    : store_(store), project_(std::move(project)), snapshot_(snapshot), check_(std::move(check)) {}
 
 StoreSink::~StoreSink() {
   // Verified chunks are worth keeping for the next attempt; a failure here
@@ -333,6 +333,9 @@ Status StoreSink::commit(const ChunkId& snapshot) {
   auto offered = load_offered_commit(*raw);
   if (!offered) {
     return std::unexpected(offered.error());
+  }
+  if (check_) {
+    SHOAL_TRY_STATUS(check_(snapshot, *offered));
   }
   {
     // The protocol commits only once verifying() is 0; wait in case a caller does not.

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <functional>
 #include <optional>
 #include <thread>
 #include <string>
@@ -82,7 +83,12 @@ struct SinkCounters {
 // The receiver's side for one offered snapshot `snapshot` of `project`.
 class StoreSink final : public transfer::SyncSink {
  public:
-  StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot);
+  // Decides, from the offered snapshot's commit (project, epoch, ...), whether
+  // this store may catalog it; an error refuses the commit (the chunks stay
+  // until the next gc). The agent fences older epochs with it.
+  using CommitCheck = std::function<Status(const ChunkId& snapshot, const Commit& commit)>;
+
+  StoreSink(SnapshotStore& store, std::string project, const ChunkId& snapshot, CommitCheck check = {});
   ~StoreSink() override;  // Stores the open batch (errors are logged by nobody: the chunks are refetched).
   StoreSink(const StoreSink&) = delete;
   StoreSink& operator=(const StoreSink&) = delete;
@@ -142,6 +148,7 @@ class StoreSink final : public transfer::SyncSink {
   std::optional<GcFence> fence_;
   std::optional<ChunkIdSet> committed_roots_;  // Built on the first complete_below().
   std::optional<SnapshotInfo> committed_;
+  CommitCheck check_;
   SinkCounters counters_;
   std::vector<std::pair<ChunkId, Bytes>> batch_;
   std::size_t batch_bytes_ = 0;

@@ -200,6 +200,10 @@ Status AgentImpl::init() {
       .members = [this] { return membership_->members(); },
       .publish = [this](const std::string& line) { admin_->publish_event(line); },
       .save_interval = options_.save_interval});
+  transfers_->set_commit_check([this](const std::string& project, const storage::ChunkId& snapshot,
+                                      const storage::Commit& commit) {
+    return projects_->check_incoming(project, snapshot, commit.epoch);
+  });
 
   spdlog::info("agent {} ({}) in dc {} on {} (advertised {}), admin API on {}, incarnation {}{}", options_.name,
                membership_->self_id().short_hex(), options_.dc, options_.bind.to_string(), advertise_.to_string(),

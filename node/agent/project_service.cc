@@ -49,6 +49,18 @@ std::string ProjectService::working_dir(const std::string& project) const {
   return deps_.data_dir + "/projects/" + project;
 }
 
+Status ProjectService::check_incoming(const std::string& project, const Hash256& snapshot, std::uint64_t epoch) {
+  auto value = deps_.placement->local_value(project);
+  if (!value) return std::unexpected(value.error());
+  if (!*value) return {};  // Nothing known here yet (e.g. the first snapshot of a new project).
+  const core::Placement& p = (*value)->placement;
+  if (epoch >= p.epoch || (p.last_ack.seq > 0 && p.last_ack.id == snapshot)) return {};
+  ++fenced_;
+  return make_error(Code::kFailedPrecondition, "snapshot of " + project + " stamped with epoch " +
+                                                   std::to_string(epoch) + " refused: this replica has accepted epoch " +
+                                                   std::to_string(p.epoch) + " (primary " + name_of(p.primary) + ")");
+}
+
 // --- members -------------------------------------------------------------------
 
 std::vector<core::MemberInfo> ProjectService::member_infos() const {
@@ -909,7 +921,17 @@ void ProjectService::collect_one(const core::Placement& fresh) {
     return;
   }
   // Invariant 3: the listed replicas must hold a copy at least as new as
-  // ours. Pushing ours makes that true (or fails, and we keep everything).
+  // ours. When our newest is a save this node saw acknowledged (its own,
+  // older record says so) and the committed placement has acknowledged that
+  // one or a later one, a majority of the listed replicas holds a newer
+  // acknowledged save already. Otherwise push ours to every listed replica:
+  // all must take it (or it fails, and we keep everything).
+  auto own = deps_.placement->local_value(project);
+  if (own && *own && (*own)->placement.last_ack.seq > 0 && (*own)->placement.last_ack.id == newest->id &&
+      fresh.last_ack.seq >= (*own)->placement.last_ack.seq) {
+    forget_copy(fresh, newest_hex);
+    return;
+  }
   busy_.insert(project);
   push_to(project, newest_hex, fresh.replicas, [this, project, fresh, newest_hex](std::size_t copied) {
     busy_.erase(project);

@@ -63,6 +63,12 @@ class ProjectService {
 
   std::string working_dir(const std::string& project) const;
 
+  // Fencing at the replica: refuses to catalog a received snapshot stamped
+  // with an epoch older than the newest this node has accepted for the
+  // project, unless it is that placement's acknowledged snapshot (which a new
+  // replica must be able to receive from the next primary).
+  Status check_incoming(const std::string& project, const Hash256& snapshot, std::uint64_t epoch);
+
  private:
   struct Operation {
     std::uint64_t id = 0;
@@ -140,6 +146,7 @@ class ProjectService {
   std::map<std::string, Instant> obsolete_checked_;
   std::map<std::string, Instant> last_save_;  // Periodic saves: when each running project was last saved here.
   std::set<std::string> saving_;              // Never two saves of one project on this node.
+  std::uint64_t fenced_ = 0;                   // Received snapshots refused for an older epoch.
   Instant next_obsolete_scan_{};
   Instant next_periodic_{};
 };

@@ -74,6 +74,7 @@ class TransferService final : public TransferBackend {
   void adopt(uv_os_sock_t fd, ByteView first_bytes) { net_->adopt(fd, first_bytes); }
   void close() { net_->close(); }
   void set_on_event(TransferNet::EventFn fn) { net_->set_on_event(std::move(fn)); }
+  void set_commit_check(TransferNet::CommitCheck check) { net_->set_commit_check(std::move(check)); }
   storage::SnapshotStore& store() { return *store_; }
 
   Result<std::uint64_t> replicate(const ReplicateRequest& request) override;

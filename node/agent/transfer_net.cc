@@ -733,7 +733,12 @@ Result<transfer::SyncSink*> TransferNet::accept_offer(Conn& c, const std::string
   info.started = monotonic_now();
   active_.push_back(info);
   c.receives.push_back(Conn::Receive{.transfer_id = info.id,
-                                     .sink = std::make_unique<storage::StoreSink>(store_, project, snapshot)});
+                                     .sink = std::make_unique<storage::StoreSink>(
+                                         store_, project, snapshot,
+                                         [check = commit_check_, project](const storage::ChunkId& id,
+                                                                          const storage::Commit& commit) -> Status {
+                                           return check ? check(project, id, commit) : ok_status();
+                                         })});
   emit(TransferEventKind::kStarted, info);
   spdlog::info("transfer {}: receiving snapshot {} of '{}' from {}", info.id, to_hex(snapshot).substr(0, 12), project,
                c.peer_label);

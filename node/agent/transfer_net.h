@@ -149,6 +149,10 @@ class TransferNet {
   // Names an authenticated inbound peer by its key (e.g. its member name) for
   // the transfer list; "" keeps its address.
   void set_peer_namer(std::function<std::string(const PublicKey&)> namer) { namer_ = std::move(namer); }
+  // Asked before a received snapshot is cataloged (fencing of older epochs).
+  using CommitCheck = std::function<Status(const std::string& project, const storage::ChunkId& snapshot,
+                                           const storage::Commit& commit)>;
+  void set_commit_check(CommitCheck check) { commit_check_ = std::move(check); }
   // Bytes per second for all transfer connections together; 0 = unlimited.
   void set_rate_limit(std::uint64_t bytes_per_second);
   std::uint64_t rate_limit() const { return bucket_.rate(); }
@@ -236,6 +240,7 @@ class TransferNet {
   std::uint32_t attempts_max_ = kTransferAttemptsMax;
   uv_timer_t retry_timer_{};
   std::function<std::string(const PublicKey&)> namer_;
+  CommitCheck commit_check_;
 };
 
 }  // namespace shoal::agent

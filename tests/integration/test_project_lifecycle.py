@@ -9,7 +9,9 @@ import os
 import time
 import unittest
 
-from harness import Cluster
+import subprocess
+
+from harness import SHOAL, Cluster
 from test_placement import port_free, tree_diff
 
 
@@ -94,6 +96,34 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(self.where(a0, "life")["state"], "deleted")
         c.wait_for(lambda: all(not self.snapshots(a, "life") for a in agents), 40, "every copy to be dropped")
         self.assertTrue(os.path.isdir(os.path.join(a0.data_dir, "projects-retired")))
+
+    def snapshot_into(self, store, project, epoch, src):
+        r = subprocess.run([SHOAL, "snapshot", "create", "--store", store, "--project", project, "--epoch", str(epoch),
+                            src], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.strip()
+
+    def test_replica_refuses_a_snapshot_stamped_with_an_older_epoch(self):
+        c, agents = self.cluster(1, 3)
+        a0, a1 = agents[0], agents[1]
+        src = os.path.join(c.root, "src")
+        self.make_tree(src, {"f": b"v1\n" * 100})
+        a0.cli("project", "create", "--id", "fenced", "--from", src)
+        a0.cli("project", "move", "fenced", "--to", a1.name)
+        self.assertEqual(self.where(a1, "fenced")["epoch"], 2)
+        # The deposed primary saves behind the mesh's back (straight into its
+        # store, stamped with its old epoch) and pushes the result.
+        self.make_tree(src, {"f": b"written by the old primary\n"})
+        store = os.path.join(a0.data_dir, "store")
+        stale = self.snapshot_into(store, "fenced", 1, src)
+        r = a0.cli("replicate", "--project", "fenced", "--snapshot", stale, "--to", a1.name, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("epoch", r.stderr + r.stdout)
+        self.assertNotIn(stale, [s["id"] for s in self.snapshots(a1, "fenced")])
+        # The same data stamped with the current epoch is taken.
+        fresh = self.snapshot_into(store, "fenced", 2, src)
+        a0.cli("replicate", "--project", "fenced", "--snapshot", fresh, "--to", a1.name)
+        self.assertIn(fresh, [s["id"] for s in self.snapshots(a1, "fenced")])
 
 
 if __name__ == "__main__":
