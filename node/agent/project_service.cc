@@ -119,9 +119,10 @@ json ProjectService::placement_json(const core::RegisterValue& value) const {
 
 void ProjectService::publish_placement(const core::RegisterValue& value, std::string_view why) {
   if (!deps_.publish) return;
-  const auto now = std::chrono::system_clock::now();
-  const double t = std::chrono::duration<double>(now.time_since_epoch()).count();
-  json line{{"time", t}, {"event", "placement"}, {"why", why}, {"placement", placement_json(value)}};
+  json line{{"time", rfc3339_utc_ms(std::chrono::system_clock::now())},
+            {"event", "placement"},
+            {"why", why},
+            {"placement", placement_json(value)}};
   deps_.publish(line.dump() + "\n");
 }
 
@@ -969,7 +970,10 @@ void ProjectService::forget_copy(const core::Placement& fresh, const std::string
                         });
   if (!gc) spdlog::warn("store gc not started: {}", gc.error().message);
   if (deps_.publish) {
-    json line{{"event", "copy-collected"}, {"project", project}, {"snapshots", forgot->removed.size()}};
+    json line{{"time", rfc3339_utc_ms(std::chrono::system_clock::now())},
+              {"event", "copy-collected"},
+              {"project", project},
+              {"snapshots", forgot->removed.size()}};
     deps_.publish(line.dump() + "\n");
   }
 }

@@ -121,7 +121,9 @@ int cmd_watch(Args args) {
   static const char* usage =
       "usage: shoal watch [--json] [--admin HOST:PORT]\n"
       "  Streams membership events (joined, suspect, stalled, alive, dead, left, health, catalog)\n"
-      "  and transfer events (transfer_started, _progress, _retrying, _completed, _failed)\n"
+      "  transfer events (transfer_started, _progress, _retrying, _completed, _failed)\n"
+      "  and project events (placement: created, saved, failover, replica-replaced, moved, ...;\n"
+      "  copy-collected)\n"
       "  until interrupted. --json prints one JSON object per line.\n";
   auto flags = parse_flags(args, {{"admin"}, {"json"}});
   if (!flags) return usage_error(flags.error(), usage);
@@ -136,6 +138,26 @@ int cmd_watch(Args args) {
       if (e.is_discarded()) return true;
       if (e.contains("transfer")) {  // Transfer events: docs/admin-api.md.
         std::printf("%s  %s\n", json_str(e, "time").c_str(), transfer_event_summary(e).c_str());
+        std::fflush(stdout);
+        return true;
+      }
+      if (e.contains("placement")) {  // Project placement changes: docs/projects-api.md.
+        const json& p = e["placement"];
+        std::string replicas;
+        if (p.contains("replicas") && p["replicas"].is_array()) {
+          for (const auto& r : p["replicas"]) replicas += (replicas.empty() ? "" : ",") + r.get<std::string>();
+        }
+        std::printf("%s  %-8s %s %s: epoch %llu, primary %s, replicas %s, state %s, acked #%llu\n",
+                    json_str(e, "time").c_str(), "project", json_str(p, "project").c_str(), json_str(e, "why").c_str(),
+                    static_cast<unsigned long long>(json_u64(p, "epoch")), json_str(p, "primary").c_str(),
+                    replicas.c_str(), json_str(p, "state").c_str(),
+                    static_cast<unsigned long long>(p.contains("last_ack") ? json_u64(p["last_ack"], "seq") : 0));
+        std::fflush(stdout);
+        return true;
+      }
+      if (json_str(e, "event") == "copy-collected") {
+        std::printf("%s  %-8s %s: this node's obsolete copy collected (%llu snapshots)\n", json_str(e, "time").c_str(),
+                    "project", json_str(e, "project").c_str(), static_cast<unsigned long long>(json_u64(e, "snapshots")));
         std::fflush(stdout);
         return true;
       }

@@ -109,8 +109,18 @@ class LifecycleTest(unittest.TestCase):
         src = os.path.join(c.root, "src")
         self.make_tree(src, {"f": b"v1\n" * 100})
         a0.cli("project", "create", "--id", "fenced", "--from", src)
+        # Placement events come from the node that committed the change: a0 runs the move.
+        watch = subprocess.Popen([SHOAL, "watch", "--admin", a0.admin], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(watch.kill)
+        time.sleep(0.3)  # Subscribed before the move.
         a0.cli("project", "move", "fenced", "--to", a1.name)
         self.assertEqual(self.where(a1, "fenced")["epoch"], 2)
+        # `shoal watch` shows the committed move.
+        line = ""
+        deadline = time.monotonic() + 10
+        while "moved" not in line and time.monotonic() < deadline:
+            line = watch.stdout.readline()
+        self.assertIn(f"fenced moved: epoch 2, primary {a1.name}", line)
         # The deposed primary saves behind the mesh's back (straight into its
         # store, stamped with its old epoch) and pushes the result.
         self.make_tree(src, {"f": b"written by the old primary\n"})
