@@ -174,6 +174,9 @@ AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backen
     if (TransferBackend* transfers = backend.transfer_backend()) {
       text += render_transfer_metrics(transfers->transfer_metrics());
     }
+    if (ProjectService* projects = backend.project_service()) {
+      text += projects->render_metrics();
+    }
     return {HttpResponse{200, std::move(text), "text/plain; version=0.0.4"}};
   }
   if (path == "/v1/events") {

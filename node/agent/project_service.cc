@@ -61,6 +61,31 @@ Status ProjectService::check_incoming(const std::string& project, const Hash256&
                                                    std::to_string(p.epoch) + " (primary " + name_of(p.primary) + ")");
 }
 
+std::string ProjectService::render_metrics() const {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, std::uint64_t value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n";
+    out += std::string(name) + " " + std::to_string(value) + "\n";
+  };
+  const PlacementService::Counters& c = deps_.placement->counters();
+  const core::Proposer::Stats& p = deps_.placement->proposer_stats();
+  counter("shoal_placement_messages_in_total", "Placement datagrams received.", c.messages_in);
+  counter("shoal_placement_messages_out_total", "Placement datagrams sent to other nodes.", c.messages_out);
+  counter("shoal_placement_messages_malformed_total", "Placement datagrams dropped as malformed.", c.malformed);
+  counter("shoal_placement_acceptor_writes_total", "Acceptor promises and accepts made durable.", c.durable_writes);
+  counter("shoal_placement_changes_total", "Register changes (reads included) this node committed.", c.changes_ok);
+  counter("shoal_placement_changes_failed_total", "Register changes that failed or were refused.", c.changes_failed);
+  counter("shoal_placement_fast_path_total", "Changes that skipped phase 1 (one round trip).", p.fast_path);
+  counter("shoal_placement_conflicts_total", "Rounds restarted after another proposer's ballot.", p.conflicts);
+  counter("shoal_placement_failovers_total", "Failovers this node committed as the new primary.", failovers_);
+  counter("shoal_placement_replicas_replaced_total", "Dead replicas this node replaced as primary.", replicas_replaced_);
+  counter("shoal_project_saves_total", "Acknowledged saves on this node.", saves_ok_);
+  counter("shoal_project_saves_failed_total", "Saves that were not acknowledged.", saves_failed_);
+  counter("shoal_project_snapshots_fenced_total", "Received snapshots refused for an older epoch.", fenced_);
+  counter("shoal_project_copies_collected_total", "Obsolete project copies this node dropped.", copies_collected_);
+  return out;
+}
+
 // --- members -------------------------------------------------------------------
 
 std::vector<core::MemberInfo> ProjectService::member_infos() const {
@@ -484,7 +509,12 @@ void ProjectService::save(const std::string& project, std::function<void(Result<
   saving_.insert(project);
   auto finish = [this, project, done](Result<json> r) {
     saving_.erase(project);
-    if (r) last_save_[project] = monotonic_now();
+    if (r) {
+      last_save_[project] = monotonic_now();
+      ++saves_ok_;
+    } else {
+      ++saves_failed_;
+    }
     done(std::move(r));
   };
   submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
@@ -792,6 +822,7 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
         return;
       }
       primary_dead_since_.erase(project);
+      ++failovers_;
       spdlog::info("project {}: this node is primary at epoch {}", project, r->placement.epoch);
       publish_placement(*r, "failover");
       primary_checked_.erase(project);
@@ -851,6 +882,7 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
           spdlog::info("project {}: replica replacement not done: {}", project, r.error().message);
           return;
         }
+        ++replicas_replaced_;
         spdlog::info("project {}: replica set is now generation {}", project, r->generation);
         publish_placement(*r, "replica-replaced");
         primary_checked_.erase(project);
@@ -961,6 +993,7 @@ void ProjectService::forget_copy(const core::Placement& fresh, const std::string
     std::filesystem::rename(working_dir(project), retired, ec);
     if (ec) spdlog::warn("project {}: cannot set the old working directory aside: {}", project, ec.message());
   }
+  ++copies_collected_;
   spdlog::info("project {}: collected this node's obsolete copy ({} snapshots); the replicas hold {}", project,
                forgot->removed.size(), newest_hex.substr(0, 12));
   // Free the chunks in a child: gc waits for running saves, the loop must not.

@@ -62,6 +62,8 @@ class ProjectService {
   void tick(Instant now);
 
   std::string working_dir(const std::string& project) const;
+  // Prometheus text: placement messages, changes, failovers, saves, fencing.
+  std::string render_metrics() const;
 
   // Fencing at the replica: refuses to catalog a received snapshot stamped
   // with an epoch older than the newest this node has accepted for the
@@ -147,6 +149,11 @@ class ProjectService {
   std::map<std::string, Instant> last_save_;  // Periodic saves: when each running project was last saved here.
   std::set<std::string> saving_;              // Never two saves of one project on this node.
   std::uint64_t fenced_ = 0;                   // Received snapshots refused for an older epoch.
+  std::uint64_t failovers_ = 0;                // Failovers this node committed.
+  std::uint64_t replicas_replaced_ = 0;
+  std::uint64_t saves_ok_ = 0;
+  std::uint64_t saves_failed_ = 0;
+  std::uint64_t copies_collected_ = 0;
   Instant next_obsolete_scan_{};
   Instant next_periodic_{};
 };
