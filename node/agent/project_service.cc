@@ -770,7 +770,7 @@ void ProjectService::tick(Instant now) {
     periodic_saves(now);
   }
   if (now >= next_obsolete_scan_) {
-    next_obsolete_scan_ = now + kRepairInterval;
+    next_obsolete_scan_ = now + kObsoleteCheckInterval / 2;  // Lists the whole store: not every second.
     collect_obsolete(now);
   }
 }
