@@ -163,6 +163,28 @@ std::string format_text(const Report& r) {
   o << "core: probes " << r.core.probes_sent << " failed " << r.core.probes_failed << " suspicions "
     << r.core.suspicions << " refutations " << r.core.refutations << " deaths " << r.core.deaths_declared
     << " push-pulls " << r.core.push_pulls << " decode errors " << r.core.decode_errors << "\n";
+  if (r.placement.enabled) {
+    const PlacementReport& p = r.placement;
+    o << "placement: " << p.projects << " projects, commits " << p.commits << ", failovers " << p.failovers
+      << ", moves " << p.moves << ", saves " << p.saves_acked << "/" << p.saves_started << " acknowledged ("
+      << p.saves_failed << " failed), pushes " << p.pushes << " (fenced " << p.pushes_fenced << "), copied "
+      << fmt("%.1f", static_cast<double>(p.bytes_copied) / (1 << 20)) << " MiB, collected " << p.copies_collected
+      << "\n";
+    o << "  proposals " << p.proposals << " (failed " << p.proposals_failed << ", fast path " << p.fast_path
+      << ", prepares " << p.prepares << ", conflicts " << p.conflicts << "), injected read faults " << p.read_faults
+      << "\n";
+    const LatencySummary np = summarize(p.new_primary_s);
+    const LatencySummary npp = summarize(p.new_primary_periods);
+    o << "  new primary after confirmation: primaries lost " << p.primaries_lost << ", not replaced "
+      << p.primaries_not_replaced;
+    if (np.count > 0) {
+      o << ", p50 " << fmt("%.2f", np.p50) << "s p99 " << fmt("%.2f", np.p99) << "s max " << fmt("%.2f", np.max)
+        << "s (p50 " << fmt("%.1f", npp.p50) << ", p99 " << fmt("%.1f", npp.p99) << " protocol periods)";
+    }
+    o << "\n  re-replicated after the last fault (" << fmt("%.1f", p.last_fault_s) << "s): "
+      << (p.rereplicated_s >= 0 ? fmt("%.1fs", p.rereplicated_s) : std::string("not reached"))
+      << ", unconverged projects at the end " << p.unconverged_at_end << "\n";
+  }
   if (r.tick_storms > 0) {
     o << "warning: the core asked for a deadline in the past " << r.tick_storms << " times\n";
   }
@@ -229,6 +251,33 @@ std::string format_json(const Report& r) {
   j["violations"] = viol;
   j["violations_total"] = r.violations_total;
   j["tick_storms"] = r.tick_storms;
+  if (r.placement.enabled) {
+    const PlacementReport& p = r.placement;
+    j["placement"] = {{"projects", p.projects},
+                      {"commits", p.commits},
+                      {"failovers", p.failovers},
+                      {"moves", p.moves},
+                      {"saves_started", p.saves_started},
+                      {"saves_acked", p.saves_acked},
+                      {"saves_failed", p.saves_failed},
+                      {"pushes", p.pushes},
+                      {"pushes_fenced", p.pushes_fenced},
+                      {"bytes_copied", p.bytes_copied},
+                      {"copies_collected", p.copies_collected},
+                      {"proposals", p.proposals},
+                      {"proposals_failed", p.proposals_failed},
+                      {"fast_path", p.fast_path},
+                      {"prepares", p.prepares},
+                      {"conflicts", p.conflicts},
+                      {"read_faults", p.read_faults},
+                      {"primaries_lost", p.primaries_lost},
+                      {"primaries_not_replaced", p.primaries_not_replaced},
+                      {"new_primary_s", latency_json(p.new_primary_s)},
+                      {"new_primary_protocol_periods", latency_json(p.new_primary_periods)},
+                      {"last_fault_s", p.last_fault_s},
+                      {"rereplicated_s", p.rereplicated_s >= 0 ? nlohmann::json(p.rereplicated_s) : nullptr},
+                      {"unconverged_at_end", p.unconverged_at_end}};
+  }
   return j.dump(2) + "\n";
 }
 

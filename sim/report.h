@@ -59,6 +59,8 @@ struct NetworkCounters {
   std::uint64_t streams = 0;
   std::uint64_t stream_timeouts = 0;
   std::uint64_t stream_refused = 0;
+  std::uint64_t layer_sent = 0;       // Placement messages (consensus and modelled transfers).
+  std::uint64_t layer_delivered = 0;
 };
 
 struct CoreCounters {  // Summed over every process that ran.
@@ -69,6 +71,36 @@ struct CoreCounters {  // Summed over every process that ran.
   std::uint64_t deaths_declared = 0;
   std::uint64_t push_pulls = 0;
   std::uint64_t decode_errors = 0;
+};
+
+// The placement layer's measurements (sim/placement.h); enabled = false
+// when the scenario has no [placement] table.
+struct PlacementReport {
+  bool enabled = false;
+  std::uint32_t projects = 0;
+  std::uint64_t commits = 0;        // Distinct committed register values (project, version).
+  std::uint64_t failovers = 0;      // Committed changes of primary.
+  std::uint64_t moves = 0;          // Committed replica-set changes (reconfigurations).
+  std::uint64_t saves_started = 0;
+  std::uint64_t saves_acked = 0;
+  std::uint64_t saves_failed = 0;
+  std::uint64_t pushes = 0;         // Modelled transfers started.
+  std::uint64_t pushes_fenced = 0;  // Refused by the replica: stamped with an older epoch.
+  std::uint64_t bytes_copied = 0;   // Modelled bytes stored by receivers.
+  std::uint64_t copies_collected = 0;
+  std::uint64_t proposals = 0;
+  std::uint64_t proposals_failed = 0;
+  std::uint64_t fast_path = 0;      // Proposer stats, summed over every process.
+  std::uint64_t prepares = 0;
+  std::uint64_t conflicts = 0;
+  std::uint64_t read_faults = 0;    // Injected empty or short local reads.
+  std::vector<double> new_primary_s;        // Primary crash confirmed (first node's view) -> new primary committed.
+  std::vector<double> new_primary_periods;  // The same in protocol periods.
+  std::uint64_t primaries_lost = 0;         // Projects whose primary crashed (tracked).
+  std::uint64_t primaries_not_replaced = 0;  // ... still without a new primary at the end.
+  double last_fault_s = -1;
+  double rereplicated_s = -1;       // Last fault -> every project at its target with last_ack everywhere.
+  std::uint64_t unconverged_at_end = 0;
 };
 
 struct Report {
@@ -108,6 +140,7 @@ struct Report {
   std::vector<Violation> violations;  // The first violations_max.
   std::uint64_t violations_total = 0;
   std::uint64_t tick_storms = 0;  // The core asked to be woken in the past right after a tick.
+  PlacementReport placement;
 };
 
 std::string format_text(const Report& report);

@@ -556,6 +556,61 @@ Status parse_root(const toml::table& root, std::string_view path, Scenario& sc) 
     SHOAL_TRY_STATUS(br.read_duration("disturbance_window", sc.bounds.disturbance_window));
     SHOAL_TRY_STATUS(br.reject_unknown());
   }
+  if (const toml::node* pl = r.get("placement"); pl != nullptr) {
+    if (!pl->is_table()) {
+      return r.error("placement", "expected a table");
+    }
+    PlacementOptions& o = sc.placement;
+    o.enabled = true;
+    TableReader pr(*pl->as_table(), "placement", path);
+    SHOAL_TRY_STATUS(pr.read_u32("projects", o.projects, 1000000));
+    SHOAL_TRY_STATUS(pr.read_u32("replication_factor", o.replication_factor, 15));
+    if (o.replication_factor == 0) {
+      return pr.error("replication_factor", "must be at least 1");
+    }
+    SHOAL_TRY_STATUS(pr.read_duration("create_at", o.create_at));
+    SHOAL_TRY_STATUS(pr.read_duration("save_interval", o.save_interval));
+    SHOAL_TRY_STATUS(pr.read_duration("save_jitter", o.save_jitter));
+    SHOAL_TRY_STATUS(pr.read_u64("snapshot_bytes_min", o.snapshot_bytes_min, 1ULL << 40));
+    SHOAL_TRY_STATUS(pr.read_u64("snapshot_bytes_max", o.snapshot_bytes_max, 1ULL << 40));
+    if (o.snapshot_bytes_max < o.snapshot_bytes_min) {
+      return pr.error("snapshot_bytes_max", "smaller than snapshot_bytes_min");
+    }
+    SHOAL_TRY_STATUS(pr.read_u64("bandwidth_bytes_per_second", o.bandwidth_bytes_per_second, 1ULL << 40));
+    SHOAL_TRY_STATUS(pr.read_duration("failover_grace", o.failover_grace));
+    SHOAL_TRY_STATUS(pr.read_duration("repair_interval", o.repair_interval));
+    SHOAL_TRY_STATUS(pr.read_duration("primary_check", o.primary_check));
+    SHOAL_TRY_STATUS(pr.read_duration("collect_interval", o.collect_interval));
+    SHOAL_TRY_STATUS(pr.read_duration("push_timeout", o.push_timeout));
+    SHOAL_TRY_STATUS(pr.read_double("read_fault", o.read_fault, 0, 1));
+    SHOAL_TRY_STATUS(pr.read_duration("convergence", o.convergence));
+    SHOAL_TRY_STATUS(pr.read_duration("sample_interval", o.sample_interval));
+    for (const char* key : {"repair_interval", "sample_interval"}) {
+      const Duration d = std::string_view(key) == "repair_interval" ? o.repair_interval : o.sample_interval;
+      if (d < milliseconds(10)) {
+        return pr.error(key, "must be at least 10ms");
+      }
+    }
+    std::string bug = "none";
+    SHOAL_TRY_STATUS(pr.read_string("bug", bug));
+    if (bug == "none") {
+      o.bug = PlacementBug::kNone;
+    } else if (bug == "skip_phase1") {
+      o.bug = PlacementBug::kSkipPhase1;
+    } else if (bug == "ack_without_majority") {
+      o.bug = PlacementBug::kAckWithoutMajority;
+    } else if (bug == "delete_on_doubt") {
+      o.bug = PlacementBug::kDeleteOnDoubt;
+    } else if (bug == "no_repair") {
+      o.bug = PlacementBug::kNoRepair;
+    } else if (bug == "stale_read") {
+      o.bug = PlacementBug::kStaleRead;
+    } else {
+      return pr.error("bug", "unknown bug '" + bug + "' (test-only: none, skip_phase1, ack_without_majority, "
+                             "delete_on_doubt, no_repair, stale_read)");
+    }
+    SHOAL_TRY_STATUS(pr.reject_unknown());
+  }
   if (const toml::node* faults = r.get("fault"); faults != nullptr) {
     if (!faults->is_array_of_tables()) {
       return r.error("fault", "expected [[fault]] tables");

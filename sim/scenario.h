@@ -122,6 +122,41 @@ struct FaultSpec {
   int line = 0;                          // Source line, for messages.
 };
 
+// Deliberate bugs for the placement layer, test-only: each makes one
+// invariant checker fire, to show the checkers can fail (tests/sim).
+enum class PlacementBug : std::uint8_t {
+  kNone,
+  kSkipPhase1,           // Failover writes Accept directly, no Prepare, no grace (invariant 1).
+  kAckWithoutMajority,   // A save is acknowledged without pushing it (invariant 2).
+  kDeleteOnDoubt,        // An empty local read counts as "not listed": delete at once (invariant 3).
+  kNoRepair,             // Primaries never replace dead replicas (invariant 4).
+  kStaleRead,            // Reads answer the local record instead of running consensus (invariant 6).
+};
+
+// The placement layer (sim/placement.h): node/core's register, ranking and
+// plans on every virtual node, storage and transfer modelled by size and
+// bandwidth. Absent [placement] table: disabled (membership only).
+struct PlacementOptions {
+  bool enabled = false;
+  std::uint32_t projects = 0;
+  std::uint32_t replication_factor = 3;
+  Duration create_at = seconds(5);          // Projects are installed (converged) at this time.
+  Duration save_interval = seconds(300);    // Periodic saves by primaries; 0 = none.
+  Duration save_jitter = seconds(0);        // First save of each project at create_at + uniform(0, this) + interval.
+  std::uint64_t snapshot_bytes_min = 1 << 20;
+  std::uint64_t snapshot_bytes_max = 64 << 20;
+  std::uint64_t bandwidth_bytes_per_second = 100'000'000;  // Transfer egress per node (the budget); 0 = unlimited.
+  Duration failover_grace = seconds(3);     // The agent's kFailoverGrace.
+  Duration repair_interval = seconds(1);    // The agent's kRepairInterval.
+  Duration primary_check = seconds(5);      // The agent's kPrimaryCheckInterval (fresh read by each primary).
+  Duration collect_interval = seconds(10);  // The agent's kObsoleteCheckInterval.
+  Duration push_timeout = seconds(30);      // Added to the modelled transfer time.
+  double read_fault = 0;                    // A local placement or store read returns empty or short.
+  Duration convergence = seconds(120);      // Invariant 4: every project converged this long after the last fault.
+  Duration sample_interval = seconds(1);    // How often convergence is sampled.
+  PlacementBug bug = PlacementBug::kNone;   // Test-only.
+};
+
 struct Scenario {
   std::string path;
   std::string name;
@@ -136,6 +171,7 @@ struct Scenario {
   BootstrapOptions bootstrap;
   Bounds bounds;
   std::vector<FaultSpec> faults;
+  PlacementOptions placement;
 
   std::uint32_t initial_nodes() const;
   // Initial nodes plus every join wave: the number of node slots to allocate.

@@ -32,6 +32,7 @@
 
 #include "base/assert.h"
 #include "sim/invariants.h"
+#include "sim/placement.h"
 
 namespace shoal::sim {
 namespace {
@@ -58,6 +59,8 @@ enum class EvType : std::uint8_t {
   kResume,
   kStop,
   kWake,
+  kLayerMsg,
+  kLayerTimer,
 };
 
 enum LogType : std::uint8_t {
@@ -67,6 +70,8 @@ enum LogType : std::uint8_t {
   kLogCore = 4,
   kLogFault = 5,
   kLogViolation = 6,
+  kLogLayer = 7,
+  kLogNote = 8,
 };
 
 View view_from_status(gossip::MemberStatus status) {
@@ -318,6 +323,75 @@ void World::add_membership_checkers() {
 
 void World::add_checker(std::unique_ptr<Checker> checker) { checkers_.push_back(std::move(checker)); }
 
+void World::set_layer(std::unique_ptr<Layer> layer) {
+  SHOAL_ASSERT(layer_ == nullptr && !ran_);
+  layer_ = layer.get();
+  checkers_.push_back(std::move(layer));
+}
+
+std::uint16_t World::node_dc(std::uint32_t i) const { return nodes_[i].dc; }
+const NodeId& World::node_id(std::uint32_t i) const { return nodes_[i].id; }
+std::optional<std::uint32_t> World::index_of_id(const NodeId& id) const {
+  const auto it = by_id_.find(id);
+  if (it == by_id_.end()) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+void World::layer_send(std::uint32_t from, std::uint32_t to, Bytes payload, bool reliable, Duration extra) {
+  const std::size_t wire = payload.size() + kSealOverheadBytes;
+  ++report_.net.layer_sent;
+  add_traffic(1, wire);
+  log(kLogLayer, from, to, payload.size());
+  if (blocked(from, to) || nodes_[from].host_down) {
+    ++report_.net.dropped_partition;
+    return;
+  }
+  int copies = 1;
+  if (!reliable) {
+    const double p = loss(from, to);
+    if (p > 0 && net_prng_.chance(p)) {
+      ++report_.net.dropped_loss;
+      return;
+    }
+    if (scenario_.net.duplicate > 0 && net_prng_.chance(scenario_.net.duplicate)) {
+      copies = 2;
+      ++report_.net.duplicated;
+    }
+  }
+  for (int c = 0; c < copies; ++c) {
+    Duration lat = latency(from, to) + extra;
+    if (!reliable && scenario_.net.reorder > 0 && net_prng_.chance(scenario_.net.reorder)) {
+      lat += Duration(static_cast<std::int64_t>(
+          net_prng_.uniform(static_cast<std::uint64_t>(scenario_.net.reorder_delay.count()) + 1)));
+    }
+    QueuedEvent ev;
+    ev.at = now_ + lat;
+    ev.type = EvType::kLayerMsg;
+    ev.node = to;
+    ev.from = from;
+    ev.aux = reliable ? 1 : 0;
+    ev.payload = (c + 1 == copies) ? std::move(payload) : payload;
+    push(std::move(ev));
+  }
+}
+
+void World::layer_timer(std::uint32_t node, Instant at, std::uint64_t token) {
+  QueuedEvent ev;
+  ev.at = std::max(at, now_);
+  if (ev.at > end_) {
+    return;
+  }
+  ev.type = EvType::kLayerTimer;
+  ev.node = node;
+  ev.gen = nodes_[node].gen;
+  ev.aux = token;
+  push(std::move(ev));
+}
+
+void World::note(std::uint32_t a, std::uint32_t b, std::uint64_t c) { log(kLogNote, a, b, c); }
+
 // --- views --------------------------------------------------------------------
 
 std::uint32_t World::node_count() const { return static_cast<std::uint32_t>(nodes_.size()); }
@@ -528,6 +602,31 @@ void World::process(QueuedEvent& ev) {
       break;
     }
     case EvType::kWake: break;
+    case EvType::kLayerMsg: {
+      Node& n = nodes_[ev.node];
+      if (layer_ == nullptr || n.state != Node::State::kRunning || n.host_down) {
+        ++report_.net.dropped_not_running;
+        break;
+      }
+      if (ev.aux != 0 && blocked(ev.from, ev.node)) {
+        ++report_.net.dropped_partition;  // A stream whose path was cut meanwhile.
+        break;
+      }
+      if (n.is_paused) {
+        n.backlog.push_back(std::move(ev));
+        break;
+      }
+      ++report_.net.layer_delivered;
+      layer_->on_message(*this, ev.node, ev.from, ev.payload);
+      break;
+    }
+    case EvType::kLayerTimer: {
+      Node& n = nodes_[ev.node];
+      if (layer_ != nullptr && n.state == Node::State::kRunning && n.gen == ev.gen && !n.is_paused) {
+        layer_->on_timer(*this, ev.node, ev.aux);
+      }
+      break;
+    }
   }
 }
 
@@ -636,6 +735,9 @@ void World::start_node(std::uint32_t i, std::vector<std::uint32_t> seeds, bool r
     n.core->join(local, addrs);
   }
   drive(i);
+  if (layer_ != nullptr && nodes_[i].state == Node::State::kRunning) {
+    layer_->on_node_start(*this, i, restart);
+  }
 }
 
 void World::crash_node(std::uint32_t i, bool host_down) {
@@ -676,6 +778,9 @@ void World::stop_node(std::uint32_t i) {
   set_truth(i, false);
   close_tracked(i);
   log(kLogCore, i, n.gen, 2);
+  if (layer_ != nullptr) {
+    layer_->on_node_stop(*this, i);
+  }
 }
 
 void World::pause_node(std::uint32_t i, Duration d) {
@@ -711,6 +816,9 @@ void World::resume_node(std::uint32_t i) {
   n.core->on_tick(local_time(i, now_));
   drive(i);
   arm_timer(i, true);
+  if (layer_ != nullptr && nodes_[i].state == Node::State::kRunning && !nodes_[i].is_paused) {
+    layer_->on_node_resume(*this, i);
+  }
 }
 
 void World::drive(std::uint32_t i) {
@@ -1528,6 +1636,9 @@ Report run_scenario(const Scenario& scenario, std::uint64_t seed) {
   options.seed = seed;
   World world(scenario, options);
   world.add_membership_checkers();
+  if (scenario.placement.enabled) {
+    world.set_layer(make_placement_layer(scenario, seed));
+  }
   world.run();
   return world.report();
 }

@@ -63,6 +63,21 @@ class Checker {
   virtual void finish(World&, Report&) {}
 };
 
+// A per-node service above the membership core that the world drives (the
+// placement layer, sim/placement.h). It is also a Checker: it sees every
+// fault, view change and event. Its messages travel the virtual network
+// (latency, loss, partitions, DC outages, pauses apply); its timers are
+// per node life (a crash cancels them).
+class Layer : public Checker {
+ public:
+  virtual void on_node_start(World&, std::uint32_t /*node*/, bool /*restart*/) {}
+  // Crash or leave: the process and its volatile state are gone (disk stays).
+  virtual void on_node_stop(World&, std::uint32_t /*node*/) {}
+  virtual void on_node_resume(World&, std::uint32_t /*node*/) {}
+  virtual void on_message(World&, std::uint32_t /*to*/, std::uint32_t /*from*/, const Bytes& /*payload*/) {}
+  virtual void on_timer(World&, std::uint32_t /*node*/, std::uint64_t /*token*/) {}
+};
+
 struct WorldOptions {
   std::uint64_t seed = 1;
   std::size_t violations_max = 100;  // Kept in the report; the rest are only counted.
@@ -79,6 +94,8 @@ class World {
   // Adds the membership invariants (detection, false positives, convergence).
   void add_membership_checkers();
   void add_checker(std::unique_ptr<Checker> checker);
+  // Installs the per-node layer (also added as a checker). At most one.
+  void set_layer(std::unique_ptr<Layer> layer);
 
   // Runs until the scenario's duration. Call once.
   void run();
@@ -106,6 +123,22 @@ class World {
   // left or unknown.
   std::uint64_t disagreements() const { return disagreements_; }
   const gossip::Membership* core(std::uint32_t i) const;
+
+  std::uint16_t node_dc(std::uint32_t i) const;
+  const NodeId& node_id(std::uint32_t i) const;
+  std::optional<std::uint32_t> index_of_id(const NodeId& id) const;
+
+  // --- services for the layer -------------------------------------------------
+  // A message from one running node to another (or itself). Datagram-like
+  // (reliable = false): loss, duplication and reordering apply. Stream-like
+  // (reliable = true, e.g. a modelled transfer): no loss, but dropped when
+  // the path is cut at delivery. `extra` is added before the latency (the
+  // sender's modelled transfer time).
+  void layer_send(std::uint32_t from, std::uint32_t to, Bytes payload, bool reliable, Duration extra = Duration(0));
+  // Calls Layer::on_timer(node, token) at `at` unless the node stopped, restarted or is paused then.
+  void layer_timer(std::uint32_t node, Instant at, std::uint64_t token);
+  // Adds a record to the event-log hash.
+  void note(std::uint32_t a, std::uint32_t b, std::uint64_t c);
 
   // --- services for checkers ------------------------------------------------
   void wake_at(Instant at);  // Guarantees an after_event() call at `at`.
@@ -185,6 +218,7 @@ class World {
   Prng world_prng_;  // Fault selection and seeds.
   Prng net_prng_;    // Latency, loss, duplication.
   std::vector<std::unique_ptr<Checker>> checkers_;
+  Layer* layer_ = nullptr;  // Owned by checkers_.
   std::vector<Tracked> tracked_;
   std::vector<std::int32_t> open_tracked_;  // Per subject, index into tracked_ or -1.
   std::uint32_t running_count_ = 0;
