@@ -31,7 +31,9 @@ Error from_mdb(int rc, std::string_view what) {
     case MDB_DBS_FULL:
     case MDB_READERS_FULL:
     case MDB_TXN_FULL:
-    case ENOSPC: code = Code::kResourceExhausted; break;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG: code = Code::kResourceExhausted; break;
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND:
     case MDB_INVALID:

@@ -16,6 +16,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <dirent.h>
@@ -44,6 +45,8 @@ namespace {
 
 using internal::from_errno;
 using internal::join_path;
+
+constexpr std::string_view kQuotaExceeded = "quota exceeded";
 
 // Stored bytes per chunk transaction. LMDB holds a transaction's dirty pages
 // in memory until commit, so this bounds memory; each commit costs one fsync.
@@ -262,6 +265,7 @@ struct ChunkJob {
   std::size_t file = 0;
   std::size_t index = 0;
   Bytes data;
+  std::uint64_t zero_bytes = 0;  // > 0: a chunk of that many zeros (a hole), data empty.
 };
 
 struct ChunkResult {
@@ -304,7 +308,50 @@ std::string human(std::uint64_t bytes) {
 
 }  // namespace
 
+Status SnapshotStore::commit_at(Txn& txn, std::string_view point) {
+  if (const int rc = fault_error_hook_ ? fault_error_hook_(point) : 0; rc != 0) {
+    txn.abort();
+    return std::unexpected(from_mdb(rc, "commit"));
+  }
+  return txn.commit();
+}
+
 Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
+  auto r = create_locked(options);
+  if (r) {
+    return r;
+  }
+  // A full disk surfaces as ResourceExhausted (ENOSPC, EDQUOT, LMDB's map
+  // limit) from a put or a commit, or as EIO from a commit: LMDB turns a short
+  // write (the disk filled up part-way) into EIO. So an I/O error while the
+  // file system has less room than a chunk batch left is reported as full.
+  // Quota refusals carry their own message. Nothing of the failed save is
+  // visible: its last transaction was aborted and chunks it committed earlier
+  // are unreferenced until gc.
+  const Error& e = r.error();
+  std::string why = e.message;
+  bool full = e.code == Code::kResourceExhausted && !e.message.starts_with(kQuotaExceeded);
+  struct statvfs vfs{};
+  if (e.code == Code::kIOError && ::statvfs(dir_.c_str(), &vfs) == 0) {
+    const std::uint64_t avail = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    if (avail < 2 * kBatchBytesMax) {
+      full = true;
+      why += "; " + human(avail) + " left on its file system";
+    }
+  }
+  if (!full) {
+    return r;
+  }
+  return make_error(Code::kResourceExhausted,
+                    "store " + dir_ + " is full (" + why + ") while saving project '" + options.project +
+                        "'. No snapshot was added and existing snapshots are untouched. Free space on the file system "
+                        "holding " + dir_ + ", then retry; `shoal snapshot gc --store " + dir_ +
+                        "` removes chunks this save left behind, and `shoal snapshot prune --store " + dir_ +
+                        " --project ID --keep-last N` followed by gc frees room for new saves inside the store "
+                        "(its file does not shrink, freed pages are reused).");
+}
+
+Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) {
   SHOAL_TRY_STATUS(validate_project(options.project));
   const std::string& project = options.project;
 
@@ -344,7 +391,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
     quota = *q;
     if (quota.live_bytes_max != 0 && scan.logical_bytes > quota.live_bytes_max) {
       return make_error(Code::kResourceExhausted,
-                        "quota exceeded: project '" + project + "' holds " + human(scan.logical_bytes) + " (" +
+                        std::string(kQuotaExceeded) + ": project '" + project + "' holds " + human(scan.logical_bytes) + " (" +
                             std::to_string(scan.logical_bytes) + " bytes) in " + options.source_dir +
                             ", above its live-size limit of " + human(quota.live_bytes_max) +
                             ". Nothing was stored. Delete files from the project, or raise the limit with "
@@ -407,11 +454,19 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const unsigned worker_count = std::min(kWorkersMax, options.threads != 0 ? options.threads : cores);
   const int level = options_.zstd_level;
+  // Holes of sparse files: a chunk starting in a run of at least max_bytes
+  // zeros is cut at max_bytes when the chunker finds no cut point in zeros
+  // (true of the format's gear table; checked, not assumed).
+  const Bytes zeros(options_.chunker.max_bytes, 0);
+  const bool zero_chunks_known = Chunker(options_.chunker).cut(zeros) == zeros.size();
+  const ChunkId zero_id = chunk_id_of(zeros);
   std::vector<std::thread> workers;
   for (unsigned w = 0; w < worker_count; ++w) {
     workers.emplace_back([&] {
       while (auto job = jobs.pop()) {
-        ChunkResult r{.file = job->file, .index = job->index, .id = chunk_id_of(job->data), .stored = std::nullopt};
+        const bool zero = job->zero_bytes != 0;
+        ChunkResult r{.file = job->file, .index = job->index, .id = zero ? zero_id : chunk_id_of(job->data),
+                      .stored = std::nullopt};
         bool first = false;
         {
           std::lock_guard lock(claimed_mutex);
@@ -430,7 +485,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
             present = has.value_or(true);
           }
           if (!present) {
-            r.stored = encode_chunk(job->data, level);
+            r.stored = encode_chunk(zero ? Bytes(job->zero_bytes, 0) : job->data, level);
           }
         }
         results.push(std::move(r));
@@ -444,7 +499,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
     auto commit_batch = [&] {
       if (txn && !error.failed()) {
         fault_point("chunk_batch_commit");
-        if (auto s = txn->commit(); !s) {
+        if (auto s = commit_at(*txn, "chunk_batch_commit"); !s) {
           error.set(s.error());
         }
         env_->release_mapped_pages();  // Existence checks touched leaf pages; keep RSS flat.
@@ -507,23 +562,81 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
       continue;
     }
     const std::string abs = options.source_dir + "/" + f.rel;
-    int fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+    // O_NONBLOCK: a path replaced by a fifo since the scan must not block the
+    // save in open(); the fstat below then skips anything not regular.
+    int fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOATIME);
     if (fd < 0 && errno == EPERM) {
-      fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);  // O_NOATIME needs ownership.
+      fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);  // O_NOATIME needs ownership.
     }
     if (fd < 0) {
       result.warnings.push_back(f.rel + ": " + (errno == ENOENT ? "vanished during the save" : std::string("not readable (") + std::strerror(errno) + ")") + ", skipped");
       f.failed = true;
       continue;
     }
+    struct stat before{};
+    if (::fstat(fd, &before) != 0 || !S_ISREG(before.st_mode)) {
+      result.warnings.push_back(f.rel + ": no longer a regular file (replaced during the save), skipped");
+      f.failed = true;
+      ::close(fd);
+      continue;
+    }
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    std::size_t have = 0;
+    // Sparse files: where a hole covers a whole chunk that starts at a chunk
+    // boundary, the chunk is max_bytes of zeros (the chunker never cuts inside
+    // a zero run, checked once above), so its id is known without reading or
+    // hashing. The result is exactly what reading the zeros would give.
+    const std::uint64_t max_bytes = options_.chunker.max_bytes;
+    bool sparse = zero_chunks_known && static_cast<std::uint64_t>(before.st_blocks) * 512 < static_cast<std::uint64_t>(before.st_size) &&
+                  static_cast<std::uint64_t>(before.st_size) >= max_bytes;
+    std::uint64_t seg_begin = 0;  // Cached segment [seg_begin, seg_end): a hole if seg_hole.
+    std::uint64_t seg_end = 0;
+    bool seg_hole = false;
+    // End of the hole containing `off`, or `off` if it is data.
+    auto hole_end_at = [&](std::uint64_t off) -> std::uint64_t {
+      if (off < seg_begin || off >= seg_end) {
+        const off_t d = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+        if (d < 0 && errno == ENXIO) {  // Only a hole up to the end.
+          seg_begin = off, seg_end = static_cast<std::uint64_t>(before.st_size), seg_hole = true;
+        } else if (d < 0) {
+          sparse = false;  // SEEK_DATA unsupported: read everything.
+          return off;
+        } else if (static_cast<std::uint64_t>(d) > off) {
+          seg_begin = off, seg_end = static_cast<std::uint64_t>(d), seg_hole = true;
+        } else {
+          const off_t h = ::lseek(fd, static_cast<off_t>(off), SEEK_HOLE);
+          if (h < 0 || static_cast<std::uint64_t>(h) <= off) {
+            sparse = false;
+            return off;
+          }
+          seg_begin = off, seg_end = static_cast<std::uint64_t>(h), seg_hole = false;
+        }
+        if (off >= seg_end) {
+          return off;  // Past the size seen at open: the file grew; read it.
+        }
+      }
+      return seg_hole ? std::min<std::uint64_t>(seg_end, static_cast<std::uint64_t>(before.st_size)) : off;
+    };
+    std::size_t have = 0;   // Bytes in buffer, from file offset `total`.
     std::size_t index = 0;
     bool eof = false;
-    std::uint64_t total = 0;
+    std::uint64_t total = 0;  // File offset of buffer[0]: a chunk boundary.
     while (!error.failed()) {
+      if (sparse) {
+        const std::uint64_t end = hole_end_at(total);
+        if (end >= total + max_bytes) {
+          const std::uint64_t n = (end - total) / max_bytes;
+          for (std::uint64_t k = 0; k < n; ++k) {
+            jobs.push(ChunkJob{.file = i, .index = index++, .data = {}, .zero_bytes = max_bytes});
+          }
+          total += n * max_bytes;
+          result.bytes_skipped_in_holes += n * max_bytes;
+          have = 0;      // What was read ahead lies in the hole: drop it
+          eof = false;   // and read on from the hole's end.
+          continue;
+        }
+      }
       while (!eof && have < buffer.size()) {
-        const ssize_t n = ::read(fd, buffer.data() + have, buffer.size() - have);
+        const ssize_t n = ::pread(fd, buffer.data() + have, buffer.size() - have, static_cast<off_t>(total + have));
         if (n < 0 && errno == EINTR) {
           continue;
         }
@@ -542,7 +655,10 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
         break;
       }
       std::size_t offset = 0;
-      while (have - offset >= options_.chunker.max_bytes || (eof && offset < have)) {
+      while (have - offset >= max_bytes || (eof && offset < have)) {
+        if (sparse && offset > 0 && hole_end_at(total + offset) >= total + offset + max_bytes) {
+          break;  // A whole zero chunk starts here: the fast path above takes it.
+        }
         const std::size_t len = chunker.cut(ByteView(buffer.data() + offset, have - offset));
         SHOAL_ASSERT(len > 0);
         SHOAL_ASSERT(len <= options_.chunker.max_bytes);
@@ -699,7 +815,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
     if (*would > quota.stored_bytes_max) {
       txn->abort();
       return make_error(Code::kResourceExhausted,
-                        "quota exceeded: project '" + project + "' stores " + human(*used) + "; this snapshot would make it " +
+                        std::string(kQuotaExceeded) + ": project '" + project + "' stores " + human(*used) + "; this snapshot would make it " +
                             human(*would) + ", above its stored-size limit of " + human(quota.stored_bytes_max) +
                             ". No snapshot was added and existing ones are untouched. Prune old snapshots "
                             "(`shoal snapshot prune --store " + dir_ + " --project " + project + " --keep-last N`, then `shoal snapshot gc`) "
@@ -758,7 +874,7 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
   SHOAL_TRY_STATUS(txn->put(tables_.cache_base, as_bytes(project), snapshot_id));
   env_->release_mapped_pages();
   fault_point("before_final_commit");
-  SHOAL_TRY_STATUS(txn->commit());
+  SHOAL_TRY_STATUS(commit_at(*txn, "before_final_commit"));
   fault_point("after_final_commit");
   result.snapshot = SnapshotInfo{.id = snapshot_id, .commit = commit};
   result.chunks_new = chunks_new;

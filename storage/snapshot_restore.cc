@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "base/assert.h"
 #include "storage/snapshot_internal.h"
@@ -79,6 +80,9 @@ Status clear_path(const std::string& abs, bool keep_dir) {
   return {};
 }
 
+// All-zero chunks already verified by one restore worker: id -> length.
+using ZeroChunks = std::unordered_map<ChunkId, std::size_t, ChunkIdHash>;
+
 struct FileJob {
   std::string rel;
   TreeEntry entry;
@@ -129,7 +133,11 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
   std::condition_variable cv_space;
   constexpr std::size_t kQueueMax = 256;
 
-  auto restore_file = [&](Txn& read_txn, const FileJob& job) -> Status {
+  // zero_ok: ids of all-zero chunks this worker already read and verified in
+  // its read transaction (a snapshot: same id, same bytes). A sparse file's
+  // holes are thousands of references to one zero chunk; each becomes an
+  // lseek without decompressing and re-hashing it again.
+  auto restore_file = [&](Txn& read_txn, ZeroChunks& zero_ok, const FileJob& job) -> Status {
     const std::string abs = target + "/" + job.rel;
     if (options.force) {
       SHOAL_TRY_STATUS(clear_path(abs, false));
@@ -142,6 +150,15 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
     std::optional<Damage> damage;
     Status io = {};
     for (const auto& id : job.entry.chunks) {
+      if (auto z = zero_ok.find(id); z != zero_ok.end()) {
+        const std::size_t n = z->second;
+        if (::lseek(fd, static_cast<off_t>(n), SEEK_CUR) < 0) {
+          io = std::unexpected(from_errno(errno, "seek " + abs));
+          break;
+        }
+        offset += n;
+        continue;
+      }
       auto plain = chunks_.get(read_txn, id);
       if (!plain) {
         damage = Damage{.path = job.rel, .chunk = id,
@@ -149,6 +166,7 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
         break;
       }
       if (all_zero(*plain)) {
+        zero_ok.emplace(id, plain->size());
         if (::lseek(fd, static_cast<off_t>(plain->size()), SEEK_CUR) < 0) {
           io = std::unexpected(from_errno(errno, "seek " + abs));
           break;
@@ -199,6 +217,7 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
   for (unsigned w = 0; w < worker_count; ++w) {
     workers.emplace_back([&] {
       auto read_txn = Txn::begin_read(*env_);
+      ZeroChunks zero_ok;
       while (true) {
         FileJob job;
         {
@@ -214,7 +233,7 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
             continue;  // Drain without work after a fatal error.
           }
         }
-        Status s = read_txn ? restore_file(*read_txn, job) : Status(std::unexpected(read_txn.error()));
+        Status s = read_txn ? restore_file(*read_txn, zero_ok, job) : Status(std::unexpected(read_txn.error()));
         if (!s) {
           std::lock_guard lock(mutex);
           if (!first_error) {

@@ -77,7 +77,8 @@ inline constexpr std::int64_t kRacyWindowNs = 2'000'000'000;
 struct CreateResult {
   SnapshotInfo snapshot;
   std::uint64_t files_read = 0;     // Files whose contents were read.
-  std::uint64_t bytes_read = 0;
+  std::uint64_t bytes_read = 0;     // Logical bytes of those files, holes included.
+  std::uint64_t bytes_skipped_in_holes = 0;  // Zeros of sparse files' holes taken as known chunks, not read.
   std::uint64_t cache_hits = 0;     // Files taken from the file cache unread.
   std::uint64_t chunks_new = 0;
   std::vector<std::string> warnings;  // One per skipped or changed path.
@@ -231,6 +232,10 @@ class SnapshotStore {
   // files: "chunk_put", "chunk_batch_commit", "before_final_commit", "prune_delete",
   // "gc_delete", ...). Crash tests kill the process from it. Set before use.
   void set_fault_hook(std::function<void(std::string_view point)> hook) { fault_hook_ = std::move(hook); }
+  // Test hook: an errno with which to fail the commit at "chunk_batch_commit"
+  // or "before_final_commit" (0: commit normally), as if the disk refused the
+  // write (ENOSPC, EIO). The transaction is aborted, as LMDB does on failure.
+  void set_fault_error_hook(std::function<int(std::string_view point)> hook) { fault_error_hook_ = std::move(hook); }
 
   Env& env() { return *env_; }
   ChunkStore& chunks() { return chunks_; }
@@ -255,6 +260,10 @@ class SnapshotStore {
   ChunkStore chunks_;
   Tables tables_;
   std::function<void(std::string_view point)> fault_hook_;
+  std::function<int(std::string_view point)> fault_error_hook_;
+  Result<CreateResult> create_locked(const CreateOptions& options);
+  // Commits `txn`, or aborts it with the error the fault-error hook injects at `point`.
+  Status commit_at(Txn& txn, std::string_view point);
   Result<PruneReport> remove_snapshots(
       const std::string& project, const std::function<std::vector<bool>(std::span<const std::int64_t>)>& keep_fn,
       bool dry_run);

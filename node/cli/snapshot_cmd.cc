@@ -64,6 +64,88 @@ int fail(const Error& e) {
 
 std::string hex(const storage::ChunkId& id) { return to_hex(id); }
 
+// Length of the valid UTF-8 sequence at s[i] (2-4 bytes, no overlongs or
+// surrogates), 0 if there is none.
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  std::size_t n = 0;
+  unsigned lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) { n = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+  else if (c >= 0xF0 && c <= 0xF4) { n = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+  else return 0;
+  if (i + n > s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k) {
+    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
+  }
+  return n;
+}
+
+// Path names are raw bytes (newlines, invalid UTF-8). In text output a name
+// that is not plain printable text is shown like git does: in double quotes
+// with C escapes (\n, \t, \", \\) and octal (\377) for other bytes, so every
+// line is one entry and the bytes can be recovered.
+std::string escaped(std::string_view s, bool* changed) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      if (const std::size_t n = utf8_sequence(s, i); n != 0) {
+        out.append(s.substr(i, n));
+        i += n;
+        continue;
+      }
+    }
+    ++i;
+    switch (c) {
+      case '\n': out += "\\n"; *changed = true; continue;
+      case '\t': out += "\\t"; *changed = true; continue;
+      case '\r': out += "\\r"; *changed = true; continue;
+      case '"': out += "\\\""; *changed = true; continue;
+      case '\\': out += "\\\\"; *changed = true; continue;
+      default: break;
+    }
+    if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\%03o", c);
+      out += buf;
+      *changed = true;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+std::string quote_path(std::string_view path) {
+  bool changed = false;
+  std::string out = escaped(path, &changed);
+  return changed ? "\"" + out + "\"" : out;
+}
+// Messages that embed paths (warnings): escaped in place, without quotes.
+std::string printable(std::string_view text) {
+  bool changed = false;
+  return escaped(text, &changed);
+}
+bool valid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+    } else if (const std::size_t n = utf8_sequence(s, i); n != 0) {
+      i += n;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+// JSON strings must be UTF-8: invalid bytes become U+FFFD in "path", so an
+// entry whose path is not valid UTF-8 also carries its exact bytes in hex.
+void add_path(json& j, const std::string& path) {
+  j["path"] = path;
+  if (!valid_utf8(path)) j["path_hex"] = to_hex(as_bytes(path));
+}
+
 std::string format_time(std::int64_t ns) {
   const std::time_t secs = static_cast<std::time_t>(ns / 1'000'000'000);
   std::tm tm{};
@@ -204,7 +286,7 @@ int run_create(const ParsedFlags& f) {
   o.progress = line.fn();
   auto r = (*store)->create(o);
   if (!r) return fail(r.error());
-  for (const auto& w : r->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (const auto& w : r->warnings) std::fprintf(stderr, "warning: %s\n", printable(w).c_str());
   if (f.has("json")) {
     json j = info_json(r->snapshot);
     j["files_read"] = r->files_read;
@@ -276,17 +358,25 @@ int run_diff(const ParsedFlags& f) {
   if (!d) return fail(d.error());
   if (f.has("json")) {
     json arr = json::array();
-    for (const auto& e : *d) arr.push_back(json{{"change", std::string(1, e.change)}, {"path", e.path}});
+    for (const auto& e : *d) {
+      json j{{"change", std::string(1, e.change)}};
+      add_path(j, e.path);
+      arr.push_back(std::move(j));
+    }
     std::printf("%s\n", arr.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     return 0;
   }
-  for (const auto& e : *d) std::printf("%c %s\n", e.change, e.path.c_str());
+  for (const auto& e : *d) std::printf("%c %s\n", e.change, quote_path(e.path).c_str());
   return 0;
 }
 
 json damage_json(const std::vector<storage::Damage>& damage) {
   json arr = json::array();
-  for (const auto& d : damage) arr.push_back(json{{"path", d.path}, {"chunk", hex(d.chunk)}, {"problem", d.problem}});
+  for (const auto& d : damage) {
+    json j{{"chunk", hex(d.chunk)}, {"problem", d.problem}};
+    add_path(j, d.path);
+    arr.push_back(std::move(j));
+  }
   return arr;
 }
 
@@ -303,7 +393,7 @@ int run_restore(const ParsedFlags& f) {
   auto r = (*store)->restore(*snap, *to, storage::RestoreOptions{.force = f.has("force"), .progress = line.fn()});
   if (!r) return fail(r.error());
   for (const auto& d : r->damaged) {
-    std::fprintf(stderr, "damaged, not restored: %s (chunk %s: %s)\n", d.path.c_str(), hex(d.chunk).substr(0, 16).c_str(),
+    std::fprintf(stderr, "damaged, not restored: %s (chunk %s: %s)\n", quote_path(d.path).c_str(), hex(d.chunk).substr(0, 16).c_str(),
                  d.problem.c_str());
   }
   if (f.has("json")) {
@@ -347,7 +437,7 @@ int run_verify(const ParsedFlags& f) {
     for (const auto& s : r->snapshots) {
       for (const auto& d : s.damage) {
         std::printf("DAMAGED snapshot %s (%s) file %s chunk %s: %s\n", hex(s.snapshot.id).substr(0, 12).c_str(),
-                    s.snapshot.commit.project.c_str(), d.path.empty() ? "(snapshot object)" : d.path.c_str(),
+                    s.snapshot.commit.project.c_str(), d.path.empty() ? "(snapshot object)" : quote_path(d.path).c_str(),
                     hex(d.chunk).c_str(), d.problem.c_str());
       }
     }

@@ -62,6 +62,37 @@ grep -q "file d/big chunk" "$W/out" || fail "verify did not name d/big"
 expect_rc 1 "$SHOAL" snapshot restore --store "$W/st" --project demo --to "$W/out2"
 grep -q "damaged, not restored: d/big" "$W/err" || fail "restore did not report d/big"
 [ "$(cat "$W/out2/a")" = changed ] || fail "restore did not restore the undamaged rest"
+# Names with a newline, invalid UTF-8 and a backslash, and 0-byte files: saved
+# and restored exactly; text output quotes such names (git style), JSON adds path_hex.
+mkdir -p "$W/odd"
+printf 'p' >"$W/odd/plain"
+expect_rc 0 "$SHOAL" snapshot create --store "$W/st2" --project odd "$W/odd"
+printf 'x' >"$W/odd/$(printf 'new\nline')"
+printf 'y' >"$W/odd/$(printf 'bad\377\376')"
+printf 'w' >"$W/odd/back\\slash"
+: >"$W/odd/empty"
+mkdir "$W/odd/$(printf 'dir\nname')"
+: >"$W/odd/$(printf 'dir\nname')/empty2"
+expect_rc 0 "$SHOAL" snapshot create --store "$W/st2" --project odd "$W/odd"
+LIST=$("$SHOAL" snapshot list --store "$W/st2" --project odd --json | python3 -c "import json,sys; print(' '.join(s['id'] for s in json.load(sys.stdin)))")
+read -r O1 O2 <<<"$LIST"
+expect_rc 0 "$SHOAL" snapshot diff --store "$W/st2" "$O1" "$O2"
+[ "$(wc -l <"$W/out")" = 6 ] || { cat "$W/out" >&2; fail "diff of odd names should be 6 lines"; }
+grep -qxF '+ "new\nline"' "$W/out" || fail "newline name not quoted in diff"
+grep -qxF '+ "bad\377\376"' "$W/out" || fail "invalid UTF-8 name not quoted in diff"
+grep -qxF '+ "back\\slash"' "$W/out" || fail "backslash name not quoted in diff"
+grep -qxF '+ "dir\nname/"' "$W/out" || fail "newline directory not quoted in diff"
+grep -qxF '+ "dir\nname/empty2"' "$W/out" || fail "file below a newline directory"
+grep -qxF '+ empty' "$W/out" || fail "0-byte file missing from diff"
+expect_rc 0 "$SHOAL" snapshot diff --store "$W/st2" "$O1" "$O2" --json
+python3 -c "
+import json; d = json.load(open('$W/out'))
+assert any(e.get('path_hex') == b'bad\xff\xfe'.hex() for e in d), d
+assert any(e['path'] == 'new\nline' and 'path_hex' not in e for e in d), d" || fail "diff --json of odd names"
+expect_rc 0 "$SHOAL" snapshot restore --store "$W/st2" --project odd --to "$W/odd_out"
+diff -r --no-dereference "$W/odd" "$W/odd_out" >/dev/null || fail "odd names restored differently"
+[ -f "$W/odd_out/empty" ] && [ ! -s "$W/odd_out/empty" ] || fail "0-byte file not restored as 0 bytes"
+[ "$(find "$W/odd_out" | wc -l)" = "$(find "$W/odd" | wc -l)" ] || fail "entry count differs after restore"
 expect_rc 2 "$SHOAL" snapshot verify --store "$W/nope"
 expect_rc 2 "$SHOAL" snapshot create --store "$W/st" --project "bad name" "$W/src"
 expect_rc 0 "$SHOAL" snapshot --help
