@@ -8,7 +8,9 @@ packages=(
   build-essential g++ cmake ninja-build ccache pkg-config
   libuv1-dev libmsgpack-cxx-dev libsodium-dev liblmdb-dev libspdlog-dev
   libgtest-dev libzstd-dev libhttp-parser-dev libtomlplusplus-dev
-  nlohmann-json3-dev python3 clang
+  nlohmann-json3-dev python3
+  # libFuzzer targets: clang 16 is the first whose std::expected works with libstdc++ 12.
+  clang-16 libclang-rt-16-dev
 )
 
 missing=()

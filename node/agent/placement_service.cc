@@ -111,6 +111,21 @@ void PlacementService::on_datagram(ByteView plaintext, Instant now) {
     on_acceptor_request(from, *message);
     return;
   }
+  if (const auto* inquire = std::get_if<core::Inquire>(&*message)) {
+    core::Inquired reply{inquire->project, 0, false, 0, {}};
+    if (holdings_) reply = holdings_(*inquire);
+    send(from, reply);
+    return;
+  }
+  if (const auto* inquired = std::get_if<core::Inquired>(&*message)) {
+    for (auto& [id, pending] : inquiries_) {
+      if (pending.project != inquired->project || !pending.waiting.erase(from)) continue;
+      pending.answers[from] = *inquired;
+      if (pending.waiting.empty()) finish_inquiry(id);
+      return;
+    }
+    return;
+  }
   if (const auto* located = std::get_if<core::Located>(&*message)) {
     for (auto& [id, pending] : locates_) {
       if (pending.project != located->project || pending.waiting == 0) continue;
@@ -242,6 +257,30 @@ void PlacementService::locate(const std::string& project, std::vector<NodeId> am
   for (const NodeId& to : among) send(to, core::Locate{project, 0});
 }
 
+void PlacementService::inquire(const std::string& project, const Hash256& snapshot, const std::vector<NodeId>& nodes,
+                               Instant now, std::function<void(Answers)> done) {
+  const std::uint64_t id = next_locate_++;
+  PendingInquiry& pending = inquiries_[id];
+  pending.project = project;
+  pending.deadline = now + kLocateTimeout;
+  pending.done = std::move(done);
+  pending.waiting.insert(nodes.begin(), nodes.end());
+  if (pending.waiting.empty()) {
+    finish_inquiry(id);
+    return;
+  }
+  for (const NodeId& to : nodes) send(to, core::Inquire{project, 0, snapshot});  // Self answers in-line.
+}
+
+void PlacementService::finish_inquiry(std::uint64_t id) {
+  auto it = inquiries_.find(id);
+  if (it == inquiries_.end()) return;
+  auto done = std::move(it->second.done);
+  Answers answers = std::move(it->second.answers);
+  inquiries_.erase(it);
+  done(std::move(answers));
+}
+
 void PlacementService::finish_locate(std::uint64_t id) {
   auto it = locates_.find(id);
   if (it == locates_.end()) return;
@@ -281,6 +320,11 @@ void PlacementService::tick(Instant now) {
     if (now >= pending.deadline) expired.push_back(id);
   }
   for (std::uint64_t id : expired) finish_locate(id);
+  std::vector<std::uint64_t> late;
+  for (const auto& [id, pending] : inquiries_) {
+    if (now >= pending.deadline) late.push_back(id);
+  }
+  for (std::uint64_t id : late) finish_inquiry(id);
   core::ProposerOutput out;
   proposer_->on_tick(now, out);
   flush(out);
@@ -289,6 +333,9 @@ void PlacementService::tick(Instant now) {
 std::optional<Instant> PlacementService::next_wakeup() const {
   std::optional<Instant> wake = proposer_->next_wakeup();
   for (const auto& [id, pending] : locates_) {
+    if (!wake || pending.deadline < *wake) wake = pending.deadline;
+  }
+  for (const auto& [id, pending] : inquiries_) {
     if (!wake || pending.deadline < *wake) wake = pending.deadline;
   }
   return wake;

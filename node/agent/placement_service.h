@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,15 @@ class PlacementService {
   void locate(const std::string& project, std::vector<NodeId> among, Instant now,
               std::function<void(std::optional<core::Hint>)> done);
 
+  // What this node holds of a project, for other nodes' status reports.
+  using HoldingsFn = std::function<core::Inquired(const core::Inquire&)>;
+  void set_holdings(HoldingsFn fn) { holdings_ = std::move(fn); }
+  // Asks `nodes` what they hold of the project (and whether they hold
+  // `snapshot`); done gets one answer per node that replied in time.
+  using Answers = std::map<NodeId, core::Inquired>;
+  void inquire(const std::string& project, const Hash256& snapshot, const std::vector<NodeId>& nodes, Instant now,
+               std::function<void(Answers)> done);
+
   // The newest value this node holds per project (its own view; stale is
   // possible, missing is possible). For listings and the repair loop.
   Result<std::vector<core::RegisterValue>> local_values();
@@ -77,6 +87,15 @@ class PlacementService {
   std::optional<core::Hint> own_hint(const std::string& project);
   void finish_locate(std::uint64_t id);
 
+  struct PendingInquiry {
+    std::string project;
+    std::set<NodeId> waiting;
+    Instant deadline;
+    Answers answers;
+    std::function<void(Answers)> done;
+  };
+  void finish_inquiry(std::uint64_t id);
+
   struct PendingLocate {
     std::string project;
     std::size_t waiting = 0;
@@ -93,6 +112,8 @@ class PlacementService {
   std::map<std::uint64_t, Done> waiting_;  // Proposer op id -> callback.
   std::map<std::uint64_t, PendingLocate> locates_;
   std::uint64_t next_locate_ = 1;
+  std::map<std::uint64_t, PendingInquiry> inquiries_;
+  HoldingsFn holdings_;
   Counters counters_;
 };
 

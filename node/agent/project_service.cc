@@ -43,7 +43,23 @@ AdminReply reply_error(int status, std::string_view message) { return AdminReply
 
 }  // namespace
 
-ProjectService::ProjectService(Deps deps) : deps_(std::move(deps)) {}
+ProjectService::ProjectService(Deps deps) : deps_(std::move(deps)) {
+  deps_.placement->set_holdings([this](const core::Inquire& q) {
+    core::Inquired answer{q.project, 0, false, 0, {}};
+    auto snaps = deps_.transfers->store().list(q.project);
+    if (!snaps) return answer;
+    answer.snapshots = snaps->size();
+    std::int64_t newest_time = 0;
+    for (const auto& s : *snaps) {
+      if (s.id == q.snapshot) answer.holds = true;
+      if (answer.newest == Hash256{} || s.commit.time_ns > newest_time) {
+        answer.newest = s.id;
+        newest_time = s.commit.time_ns;
+      }
+    }
+    return answer;
+  });
+}
 
 std::string ProjectService::working_dir(const std::string& project) const {
   return deps_.data_dir + "/projects/" + project;
@@ -275,6 +291,12 @@ std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
     return reply_json(json{{"project", project}, {"snapshots", out}});
   }
   if (!post) return reply_error(405, "use POST");
+  if (verb == "status") {
+    Operation& op = new_operation("status", project);
+    AdminReply reply = started(op);
+    start_status(op.id, project);
+    return reply;
+  }
   if (verb == "read") {
     Operation& op = new_operation("read", project);
     AdminReply reply = started(op);
@@ -375,7 +397,7 @@ void ProjectService::restore_snapshot(const std::string& project, const std::str
 }
 
 void ProjectService::push_to(const std::string& project, const std::string& snapshot_hex,
-                             const std::vector<NodeId>& to, std::function<void(std::size_t)> done) {
+                             const std::vector<NodeId>& to, std::function<void(std::vector<NodeId>)> done) {
   TransferWait wait;
   wait.done = std::move(done);
   for (const NodeId& node : to) {
@@ -390,18 +412,49 @@ void ProjectService::push_to(const std::string& project, const std::string& snap
       continue;
     }
     wait.ids.push_back(*id);
+    wait.nodes.push_back(node);
   }
   if (wait.ids.empty()) {
-    wait.done(0);
+    wait.done({});
     return;
   }
   transfer_waits_.push_back(std::move(wait));
+}
+
+bool ProjectService::enough_holders(const std::vector<NodeId>& replicas, const std::vector<NodeId>& holders) const {
+  std::size_t listed = 0;
+  std::set<std::string> replica_dcs;
+  std::set<std::string> holder_dcs;
+  const auto members = deps_.members();
+  auto dc_of = [&](const NodeId& id) -> std::string {
+    for (const gossip::Member& m : members) {
+      if (m.id == id) return m.dc;
+    }
+    return "";
+  };
+  for (const NodeId& r : replicas) replica_dcs.insert(dc_of(r));
+  for (const NodeId& h : holders) {
+    if (std::find(replicas.begin(), replicas.end(), h) == replicas.end()) continue;
+    ++listed;
+    holder_dcs.insert(dc_of(h));
+  }
+  return listed >= core::majority_of(replicas.size()) && holder_dcs.size() >= std::min<std::size_t>(2, replica_dcs.size());
 }
 
 bool ProjectService::holds(const std::string& project, const core::SnapshotRef& ref) {
   if (ref.seq == 0) return true;  // Nothing acknowledged yet: nothing to hold.
   auto found = deps_.transfers->store().find(hex_of(ref.id), project);
   return found.has_value();
+}
+
+void ProjectService::read_register(const std::string& project,
+                                   std::function<void(Result<core::RegisterValue>)> done) {
+  // A change that returns the value unchanged: the committed placement, read
+  // through a majority (linearizable), or an error.
+  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    if (!current) return make_error(Code::kNotFound, "no such project");
+    return *current;
+  }, std::move(done));
 }
 
 void ProjectService::submit_change(const std::string& project, core::ChangeFn change,
@@ -412,12 +465,39 @@ void ProjectService::submit_change(const std::string& project, core::ChangeFn ch
 // --- operations --------------------------------------------------------------------
 
 void ProjectService::start_read(std::uint64_t op, const std::string& project) {
-  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
-    if (!current) return make_error(Code::kNotFound, "no such project");
-    return *current;
-  }, [this, op](Result<core::RegisterValue> r) {
+  read_register(project, [this, op](Result<core::RegisterValue> r) {
     if (!r) return fail(op, r.error());
     succeed(op, placement_json(*r));
+  });
+}
+
+void ProjectService::start_status(std::uint64_t op, const std::string& project) {
+  read_register(project, [this, op, project](Result<core::RegisterValue> read) {
+    if (!read) return fail(op, read.error());
+    const core::RegisterValue value = *read;
+    deps_.placement->inquire(project, value.placement.last_ack.id, value.placement.replicas, monotonic_now(),
+                             [this, op, value](PlacementService::Answers answers) {
+      const core::Placement& p = value.placement;
+      json result = placement_json(value);
+      json replicas = json::array();
+      for (const NodeId& r : p.replicas) {
+        json entry{{"name", name_of(r)}, {"id", r.to_hex()}, {"primary", r == p.primary}};
+        auto it = answers.find(r);
+        if (it == answers.end()) {
+          entry["answered"] = false;  // Down, cut off, or slow: unknown, not "behind".
+        } else {
+          entry["answered"] = true;
+          entry["snapshots"] = it->second.snapshots;
+          entry["newest"] = it->second.snapshots == 0 ? "" : hex_of(it->second.newest);
+          entry["holds_last_ack"] = p.last_ack.seq == 0 || it->second.holds;
+        }
+        replicas.push_back(entry);
+      }
+      result["replica_status"] = replicas;
+      if (p.primary == deps_.self) result["workdir"] = working_dir(p.project);
+      result["saving"] = saving_.contains(p.project);
+      succeed(op, result);
+    });
   });
 }
 
@@ -481,7 +561,7 @@ void ProjectService::start_create(std::uint64_t op, std::string project, std::st
       }
     }
     push_to(project, (*snapshot)["id"].get<std::string>(), others,
-            [commit, holders](std::size_t copied) { commit(holders + copied); });
+            [commit, holders](std::vector<NodeId> copied) { commit(holders + copied.size()); });
   };
   // Refuse ids some reachable node already knows.
   deps_.placement->locate(project, live_ids(), monotonic_now(),
@@ -517,10 +597,7 @@ void ProjectService::save(const std::string& project, std::function<void(Result<
     }
     done(std::move(r));
   };
-  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
-    if (!current) return make_error(Code::kNotFound, "no such project");
-    return *current;
-  }, [this, project, finish](Result<core::RegisterValue> read) {
+  read_register(project, [this, project, finish](Result<core::RegisterValue> read) {
     if (!read) return finish(std::unexpected(read.error()));
     const core::Placement placement = read->placement;
     if (placement.state == core::ProjectState::kDeleted) {
@@ -540,21 +617,27 @@ void ProjectService::save(const std::string& project, std::function<void(Result<
         if (r != deps_.self) others.push_back(r);
       }
       const json snapshot = *s;
-      push_to(project, snapshot_hex, others, [this, project, placement, epoch, snapshot, snapshot_hex, finish](std::size_t copied) {
-        const std::size_t holders = copied + 1;
-        if (holders < core::majority_of(placement.replicas.size())) {
+      push_to(project, snapshot_hex, others, [this, project, placement, epoch, snapshot, snapshot_hex, finish](std::vector<NodeId> holders) {
+        holders.push_back(deps_.self);
+        if (!enough_holders(placement.replicas, holders)) {
           return finish(make_error(Code::kUnavailable, "snapshot " + snapshot_hex.substr(0, 12) + " reached only " +
-                                                           std::to_string(holders) + " of " +
+                                                           std::to_string(holders.size()) + " of " +
                                                            std::to_string(placement.replicas.size()) +
-                                                           " replicas; the save is not acknowledged"));
+                                                           " replicas (a majority in two data centers is needed);"
+                                                           " the save is not acknowledged"));
         }
         const Hash256 id = *parse_hash(snapshot_hex);
         const NodeId self = deps_.self;
-        submit_change(project, [self, epoch, id](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+        const std::vector<NodeId> replicas = placement.replicas;
+        submit_change(project, [self, epoch, id, replicas](const std::optional<core::Placement>& current) -> Result<core::Placement> {
           if (!current) return make_error(Code::kNotFound, "no such project");
           if (current->primary != self || current->epoch != epoch) {
             return make_error(Code::kFailedPrecondition, "this node lost the epoch " + std::to_string(epoch) +
                                                              " while saving; the save is not acknowledged");
+          }
+          if (!core::same_node_set(current->replicas, replicas)) {
+            // The holders were counted against the old set.
+            return make_error(Code::kAborted, "the replica set changed during the save; save again");
           }
           core::Placement next = *current;
           if (next.last_ack.id != id) {
@@ -636,10 +719,7 @@ void ProjectService::start_move(std::uint64_t op, const std::string& project, st
   if (!target || target->status != gossip::MemberStatus::kAlive) {
     return fail(op, Error{Code::kInvalidArgument, "move: " + to + " is not an alive member (see shoal members)"});
   }
-  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
-    if (!current) return make_error(Code::kNotFound, "no such project");
-    return *current;
-  }, [this, op, project, target](Result<core::RegisterValue> read) {
+  read_register(project, [this, op, project, target](Result<core::RegisterValue> read) {
     if (!read) return fail(op, read.error());
     const core::Placement placement = read->placement;
     if (placement.primary != deps_.self) {
@@ -647,8 +727,8 @@ void ProjectService::start_move(std::uint64_t op, const std::string& project, st
                                                            name_of(placement.primary) + ": it holds the data to copy"});
     }
     if (placement.primary == target->id) return succeed(op, placement_json(*read));
-    auto commit = [this, op, project, placement, target](std::size_t copied) {
-      if (placement.last_ack.seq > 0 && copied != 1) {
+    auto commit = [this, op, project, placement, target](std::vector<NodeId> copied) {
+      if (placement.last_ack.seq > 0 && copied.size() != 1) {
         return fail(op, Error{Code::kUnavailable, "could not copy the acknowledged snapshot to " + target->name});
       }
       const NodeId to_id = target->id;
@@ -682,7 +762,7 @@ void ProjectService::start_move(std::uint64_t op, const std::string& project, st
         succeed(op, placement_json(*r));
       });
     };
-    if (placement.last_ack.seq == 0) return commit(0);
+    if (placement.last_ack.seq == 0) return commit({});
     push_to(project, hex_of(placement.last_ack.id), {target->id}, commit);
   });
 }
@@ -720,10 +800,7 @@ void ProjectService::start_restore(std::uint64_t op, const std::string& project,
     });
   };
   if (snapshot != "latest-acked") return run(snapshot);
-  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
-    if (!current) return make_error(Code::kNotFound, "no such project");
-    return *current;
-  }, [this, op, project, run](Result<core::RegisterValue> r) {
+  read_register(project, [this, op, project, run](Result<core::RegisterValue> r) {
     if (!r) return fail(op, r.error());
     if (r->placement.last_ack.seq == 0) {
       return fail(op, Error{Code::kNotFound, "project " + project + " has no acknowledged snapshot yet"});
@@ -739,16 +816,16 @@ void ProjectService::tick(Instant now) {
   for (std::size_t i = 0; i < transfer_waits_.size();) {
     TransferWait& wait = transfer_waits_[i];
     std::size_t finished = 0;
-    std::size_t succeeded = 0;
-    for (std::uint64_t id : wait.ids) {
-      auto info = deps_.transfers->transfer(id);
+    std::vector<NodeId> holders;
+    for (std::size_t k = 0; k < wait.ids.size(); ++k) {
+      auto info = deps_.transfers->transfer(wait.ids[k]);
       if (!info) {
         ++finished;  // Forgotten: count as failed.
         continue;
       }
       if (info->state == TransferState::kDone) {
         ++finished;
-        ++succeeded;
+        holders.push_back(wait.nodes[k]);
       } else if (info->state == TransferState::kFailed) {
         ++finished;
       }
@@ -756,7 +833,7 @@ void ProjectService::tick(Instant now) {
     if (finished == wait.ids.size()) {
       auto done = std::move(wait.done);
       transfer_waits_.erase(transfer_waits_.begin() + static_cast<std::ptrdiff_t>(i));
-      done(succeeded);
+      done(std::move(holders));
       continue;
     }
     ++i;
@@ -806,10 +883,13 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
     busy_.insert(project);
     const NodeId dead = placement.primary;
     const std::uint64_t epoch = placement.epoch;
+    const core::SnapshotRef ack = placement.last_ack;  // Checked above: this node holds it.
     spdlog::info("project {}: primary {} is dead; taking over at epoch {}", project, name_of(dead), epoch + 1);
-    submit_change(project, [members, self, dead, epoch](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    submit_change(project, [members, self, dead, epoch, ack](const std::optional<core::Placement>& current) -> Result<core::Placement> {
       if (!current) return make_error(Code::kNotFound, "no such project");
-      if (current->primary != dead || current->epoch != epoch) {
+      // A save acknowledged after our record keeps primary and epoch but
+      // moves last_ack: then we may lack it, and must not take over.
+      if (current->primary != dead || current->epoch != epoch || !(current->last_ack == ack)) {
         return make_error(Code::kAborted, "the placement changed meanwhile");
       }
       auto next = core::plan_failover(*current, members, self, true, true);
@@ -837,10 +917,7 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
   if (checked != primary_checked_.end() && now - checked->second < kPrimaryCheckInterval) return;
   primary_checked_[project] = now;
   busy_.insert(project);
-  submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
-    if (!current) return make_error(Code::kNotFound, "no such project");
-    return *current;
-  }, [this, project, release](Result<core::RegisterValue> r) {
+  read_register(project, [this, project, release](Result<core::RegisterValue> r) {
     release();
     if (!r) return;
     if (r->placement.primary != deps_.self) return;
@@ -854,6 +931,14 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
   const NodeId self = deps_.self;
   auto release = [this, project] { busy_.erase(project); };
   if (busy_.contains(project)) return;
+  // Forget copies made to nodes that left the set: if one is added back
+  // later (after dropping its copy), it must be copied to again.
+  const std::string prefix = project + "/";
+  for (auto it = pushed_seq_.lower_bound(prefix); it != pushed_seq_.end() && it->first.starts_with(prefix);) {
+    const bool listed = std::any_of(placement.replicas.begin(), placement.replicas.end(),
+                                    [&](const NodeId& r) { return it->first == prefix + r.to_hex(); });
+    it = listed ? std::next(it) : pushed_seq_.erase(it);
+  }
   std::error_code ec;
   const core::PrimaryPlan plan = core::plan_primary_step(
       placement, members, self, holds(project, placement.last_ack),
@@ -903,13 +988,10 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
       busy_.insert(project);
       const std::uint64_t seq = placement.last_ack.seq;
       const std::vector<NodeId> lacking = plan.copy_to;
-      push_to(project, snapshot_hex, lacking, [this, project, release, lacking, seq](std::size_t copied) {
+      push_to(project, snapshot_hex, lacking, [this, project, release, lacking, seq](std::vector<NodeId> copied) {
         release();
-        if (copied == lacking.size()) {
-          for (const NodeId& r : lacking) pushed_seq_[project + "/" + r.to_hex()] = seq;
-        } else {
-          primary_checked_.erase(project);  // Try again next round.
-        }
+        for (const NodeId& r : copied) pushed_seq_[project + "/" + r.to_hex()] = seq;
+        if (copied.size() != lacking.size()) primary_checked_.erase(project);  // Try the rest again next round.
       });
       return;
     }
@@ -927,10 +1009,7 @@ void ProjectService::collect_obsolete(Instant now) {
     if (checked != obsolete_checked_.end() && now - checked->second < kObsoleteCheckInterval) continue;
     obsolete_checked_[project] = now;
     busy_.insert(project);
-    submit_change(project, [](const std::optional<core::Placement>& current) -> Result<core::Placement> {
-      if (!current) return make_error(Code::kNotFound, "no such project");
-      return *current;
-    }, [this, project](Result<core::RegisterValue> r) {
+    read_register(project, [this, project](Result<core::RegisterValue> r) {
       busy_.erase(project);
       // No answer, or no such project: missing information never deletes.
       if (!r) return;
@@ -966,10 +1045,10 @@ void ProjectService::collect_one(const core::Placement& fresh) {
     return;
   }
   busy_.insert(project);
-  push_to(project, newest_hex, fresh.replicas, [this, project, fresh, newest_hex](std::size_t copied) {
+  push_to(project, newest_hex, fresh.replicas, [this, project, fresh, newest_hex](std::vector<NodeId> copied) {
     busy_.erase(project);
-    if (copied != fresh.replicas.size()) {
-      spdlog::info("project {}: keeping this node's copy: only {} of {} listed replicas confirmed {}", project, copied,
+    if (copied.size() != fresh.replicas.size()) {
+      spdlog::info("project {}: keeping this node's copy: only {} of {} listed replicas confirmed {}", project, copied.size(),
                    fresh.replicas.size(), newest_hex.substr(0, 12));
       return;
     }

@@ -83,7 +83,8 @@ class ProjectService {
   };
   struct TransferWait {
     std::vector<std::uint64_t> ids;
-    std::function<void(std::size_t succeeded)> done;
+    std::vector<NodeId> nodes;  // Parallel to ids.
+    std::function<void(std::vector<NodeId> holders)> done;
   };
 
   Operation& new_operation(std::string kind, std::string project);
@@ -95,6 +96,8 @@ class ProjectService {
                     std::optional<std::string> from);
   void start_save(std::uint64_t op, const std::string& project);
   void start_read(std::uint64_t op, const std::string& project);
+  // The committed placement plus what each replica holds (asked directly).
+  void start_status(std::uint64_t op, const std::string& project);
   void start_restore(std::uint64_t op, const std::string& project, std::string to, std::string snapshot);
   // open: state running (the primary opens the working directory and saves
   // periodically). stop: a final save, then state stopped. delete: a final
@@ -114,9 +117,12 @@ class ProjectService {
                     std::function<void(Result<nlohmann::json>)> done);
   void restore_snapshot(const std::string& project, const std::string& snapshot_hex, const std::string& to,
                         bool force, std::function<void(Status)> done);
-  // Pushes the snapshot to every node in `to`; done gets how many succeeded.
+  // Pushes the snapshot to every node in `to`; done gets the nodes that now hold it.
   void push_to(const std::string& project, const std::string& snapshot_hex, const std::vector<NodeId>& to,
-               std::function<void(std::size_t)> done);
+               std::function<void(std::vector<NodeId>)> done);
+  // Whether `holders` are enough to acknowledge a save for this replica set:
+  // a majority of it, in at least two data centers when the set spans two.
+  bool enough_holders(const std::vector<NodeId>& replicas, const std::vector<NodeId>& holders) const;
   bool holds(const std::string& project, const core::SnapshotRef& ref);
 
   void repair(Instant now);
@@ -127,6 +133,7 @@ class ProjectService {
   void collect_obsolete(Instant now);
   void collect_one(const core::Placement& fresh);
   void forget_copy(const core::Placement& fresh, const std::string& newest_hex);
+  void read_register(const std::string& project, std::function<void(Result<core::RegisterValue>)> done);
   void submit_change(const std::string& project, core::ChangeFn change, std::function<void(Result<core::RegisterValue>)> done);
 
   std::vector<core::MemberInfo> member_infos() const;

@@ -345,8 +345,8 @@ int project_list(Args args) {
 
 // The committed placement through a read operation. nullopt: rc is the exit code.
 std::optional<json> read_placement(AdminClient& client, const std::string& id, const char* what, bool unavailable_is_3,
-                                   int& rc) {
-  auto o = run_operation(client, project_path(id, "/read"), json::object(), rc);
+                                   int& rc, const char* route = "/read") {
+  auto o = run_operation(client, project_path(id, route), json::object(), rc);
   if (!o) return std::nullopt;
   if (o->kind == Outcome::kDone) return result_of(*o);
   if (o->code == "unavailable" && unavailable_is_3) {
@@ -407,7 +407,9 @@ int project_status(Args args) {
   if (!flags) return rc;
   const std::string id = flags->positionals[0];
   AdminClient client(admin_address(*flags));
-  auto placement = read_placement(client, id, "status", /*unavailable_is_3=*/false, rc);
+  // The status route adds what each replica holds (asked directly) to the
+  // linearizable placement.
+  auto placement = read_placement(client, id, "status", /*unavailable_is_3=*/false, rc, "/status");
   if (!placement) return rc;
   rc = 0;
   auto snaps = local_snapshots(client, id, rc, /*quiet_404=*/true);
@@ -438,6 +440,20 @@ int project_status(Args args) {
     }
   }
   rows.push_back({"this node", newest.is_null() ? "no local snapshot" : "newest snapshot " + snapshot_summary(newest)});
+  if (p.contains("replica_status") && p["replica_status"].is_array()) {
+    for (const json& r : p["replica_status"]) {
+      std::string what;
+      if (!r.value("answered", false)) {
+        what = "did not answer (down or cut off)";
+      } else if (r.value("holds_last_ack", false)) {
+        what = "holds the last acknowledged snapshot (" + std::to_string(json_u64(r, "snapshots")) + " snapshots)";
+      } else {
+        what = "BEHIND: lacks the last acknowledged snapshot (" + std::to_string(json_u64(r, "snapshots")) +
+               " snapshots; the primary copies it)";
+      }
+      rows.push_back({"replica " + json_str(r, "name") + (r.value("primary", false) ? " (primary)" : ""), what});
+    }
+  }
   print_table(rows);
   return 0;
 }

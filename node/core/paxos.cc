@@ -9,6 +9,7 @@ namespace {
 
 enum class Kind : std::uint64_t {
   kPrepare = 1, kPromise = 2, kAccept = 3, kAccepted = 4, kReject = 5, kLocate = 6, kLocated = 7,
+  kInquire = 8, kInquired = 9,
 };
 
 // Messages are msgpack arrays: [kind, project, generation, ballot, ...].
@@ -82,7 +83,13 @@ Bytes encode_message(const Message& message) {
           out.array(items).u64(static_cast<std::uint64_t>(kind)).str(m.project).u64(m.generation);
           if constexpr (requires { m.ballot; }) encode_ballot(out, m.ballot);
         };
-        if constexpr (std::is_same_v<T, Locate>) {
+        if constexpr (std::is_same_v<T, Inquire>) {
+          head(Kind::kInquire, 4);
+          out.bin(ByteView(m.snapshot.data(), m.snapshot.size()));
+        } else if constexpr (std::is_same_v<T, Inquired>) {
+          head(Kind::kInquired, 6);
+          out.boolean(m.holds).u64(m.snapshots).bin(ByteView(m.newest.data(), m.newest.size()));
+        } else if constexpr (std::is_same_v<T, Locate>) {
           head(Kind::kLocate, 3);
         } else if constexpr (std::is_same_v<T, Located>) {
           head(Kind::kLocated, 5);
@@ -119,8 +126,18 @@ Result<Message> decode_message(ByteView bytes) {
   std::string project = r.str(kProjectIdBytesMax);
   const std::uint64_t generation = r.u64();
   Message message;
-  if (kind == static_cast<std::uint64_t>(Kind::kLocate) || kind == static_cast<std::uint64_t>(Kind::kLocated)) {
-    if (kind == static_cast<std::uint64_t>(Kind::kLocate)) {
+  if (kind >= static_cast<std::uint64_t>(Kind::kLocate) && kind <= static_cast<std::uint64_t>(Kind::kInquired)) {
+    if (kind == static_cast<std::uint64_t>(Kind::kInquire)) {
+      Inquire m{std::move(project), generation, {}};
+      r.bin_exact(m.snapshot);
+      message = std::move(m);
+    } else if (kind == static_cast<std::uint64_t>(Kind::kInquired)) {
+      Inquired m{std::move(project), generation, false, 0, {}};
+      m.holds = r.boolean();
+      m.snapshots = r.u64();
+      r.bin_exact(m.newest);
+      message = std::move(m);
+    } else if (kind == static_cast<std::uint64_t>(Kind::kLocate)) {
       message = Locate{std::move(project), generation};
     } else {
       Located m{std::move(project), generation, r.boolean(), {}};

@@ -80,7 +80,21 @@ struct Located {
   std::vector<NodeId> acceptors;
 };
 
-using Message = std::variant<Prepare, Promise, Accept, Accepted, Reject, Locate, Located>;
+// Not Paxos either: "what do you hold of this project?", for status reports.
+struct Inquire {
+  std::string project;
+  std::uint64_t generation = 0;  // Unused.
+  Hash256 snapshot{};            // Whether the answerer holds this one.
+};
+struct Inquired {
+  std::string project;
+  std::uint64_t generation = 0;  // Unused.
+  bool holds = false;            // Holds Inquire::snapshot.
+  std::uint64_t snapshots = 0;   // How many snapshots of the project it holds.
+  Hash256 newest{};              // Its newest snapshot (zero when none).
+};
+
+using Message = std::variant<Prepare, Promise, Accept, Accepted, Reject, Locate, Located, Inquire, Inquired>;
 
 const std::string& message_project(const Message& message);
 std::uint64_t message_generation(const Message& message);

@@ -124,6 +124,8 @@ TEST(Messages, RoundTripEveryKind) {
       Reject{"proj.1", 2, {5, node(3)}, {8, node(1)}},
       Locate{"proj.1", 0},
       Located{"proj.1", 3, true, {node(1), node(2), node(3)}},
+      Inquire{"proj.1", 0, Hash256{1, 2, 3}},
+      Inquired{"proj.1", 0, true, 4, Hash256{9}},
   };
   for (const Message& m : all) {
     const Bytes wire = encode_message(m);

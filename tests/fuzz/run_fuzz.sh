@@ -6,10 +6,10 @@
 set -euo pipefail
 src="$1"; work="$2"; target="$3"; seconds="$4"; shift 4
 clang=""
-for c in clang++-16 clang++-15 clang++-14 clang++; do
+for c in clang++-19 clang++-18 clang++-17 clang++-16; do
   if command -v "$c" >/dev/null; then clang="$c"; break; fi
 done
-if [ -z "$clang" ]; then echo "run_fuzz: no clang++ found (scripts/install-deps.sh installs it)" >&2; exit 1; fi
+if [ -z "$clang" ]; then echo "run_fuzz: no clang++ 16 or newer found (scripts/install-deps.sh installs clang-16)" >&2; exit 1; fi
 mkdir -p "$work/corpus-$target"
 cp -n "$src/tests/fuzz/corpus/$target"/* "$work/corpus-$target/" 2>/dev/null || true
 sources=()

@@ -52,6 +52,13 @@ class LifecycleTest(unittest.TestCase):
         first = self.where(a0, "life")
         self.assertEqual(first["state"], "running")
         self.assertEqual(first["primary"], a0.name)
+        # Status asks each replica what it holds: all three hold the import.
+        status = json.loads(agents[1].cli("project", "status", "life", "--json").stdout)
+        self.assertEqual(len(status["replica_status"]), 3)
+        for r in status["replica_status"]:
+            self.assertTrue(r["answered"] and r["holds_last_ack"], r)
+        table = agents[1].cli("project", "status", "life").stdout
+        self.assertIn("holds the last acknowledged snapshot", table)
 
         # Periodic save: an edit is saved and acknowledged without asking.
         with open(os.path.join(workdir, "a.txt"), "ab") as f:
