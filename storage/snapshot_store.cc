@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include "base/assert.h"
@@ -229,7 +230,62 @@ Result<PruneReport> SnapshotStore::remove_snapshots(
 }
 
 Result<GcReport> SnapshotStore::gc() {
+  // Two phases, so that saves are kept waiting only for the deletions:
+  //  1. mark, without any lock, in a read transaction: every chunk reachable
+  //     from the catalog as it is then; the candidates are the chunks stored
+  //     then that are not marked. Saves of any project run meanwhile.
+  //  2. take the gc lock exclusively (waits for running saves, holds off new
+  //     ones), then in one write transaction mark the snapshots cataloged
+  //     since phase 1 (trees already marked are not walked again) and delete
+  //     the candidates still unmarked.
+  // Safe: a chunk can become referenced after phase 1 only by a save or a
+  // transfer, which holds the gc lock shared until its snapshot is cataloged;
+  // phase 2 starts after every such holder is done, so each of those snapshots
+  // is in the catalog phase 2 reads and marks. Chunks stored after phase 1 are
+  // not candidates (the next gc sees them). Snapshots removed after phase 1
+  // keep their chunks until the next gc: conservative, never wrong.
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
   GcReport report;
+  ChunkIdSet live;
+  ChunkIdSet marked_snapshots;
+  std::vector<ChunkId> candidates;
+  {
+    auto txn = Txn::begin_read(*env_);
+    if (!txn) {
+      return std::unexpected(txn.error());
+    }
+    auto snaps = list_in(*txn, chunks_, tables_.catalog, std::nullopt);
+    if (!snaps) {
+      return std::unexpected(snaps.error());
+    }
+    for (const auto& s : *snaps) {
+      if (auto m = internal::mark_reachable(*txn, chunks_, s.id, live); !m) {
+        return make_error(Code::kFailedPrecondition,
+                          "gc stopped without deleting anything: " + m.error().message +
+                              ". Run `shoal snapshot verify`, then repair or prune the damaged snapshot.");
+      }
+      marked_snapshots.insert(s.id);
+    }
+    env_->release_mapped_pages();
+    std::uint64_t seen = 0;
+    SHOAL_TRY_STATUS(txn->scan(chunks_.table(), {}, [&](ByteView key, ByteView) {
+      ChunkId id{};
+      SHOAL_ASSERT(key.size() == id.size());  // We only ever write 32-byte keys.
+      std::memcpy(id.data(), key.data(), id.size());
+      if (!live.contains(id)) {
+        candidates.push_back(id);
+      }
+      if (++seen % 256 == 0) {  // Each probe of an overflow value maps its neighbourhood.
+        env_->release_mapped_pages();
+      }
+      return true;
+    }));
+  }
+  env_->release_mapped_pages();
+  report.mark_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  fault_point("gc_marked");
+
   auto fd = internal::lock_file(dir_, "gc", /*exclusive=*/true, /*blocking=*/false);
   if (!fd && fd.error().code == Code::kUnavailable) {
     report.waited_for_saves = true;
@@ -239,56 +295,52 @@ Result<GcReport> SnapshotStore::gc() {
     return std::unexpected(fd.error());
   }
   GcFence lock(*fd);  // Same RAII type; here it holds the exclusive side.
-  // Mark and sweep in one write transaction: no save runs (we hold the gc lock
-  // exclusively) and no other writer can interleave, so the mark is exact.
+  const auto locked = Clock::now();
   auto txn = Txn::begin_write(*env_);
   if (!txn) {
     return std::unexpected(txn.error());
   }
-  ChunkIdSet live;
   auto snaps = list_in(*txn, chunks_, tables_.catalog, std::nullopt);
   if (!snaps) {
     return std::unexpected(snaps.error());
   }
   for (const auto& s : *snaps) {
-    auto marked = internal::mark_reachable(*txn, chunks_, s.id, live);
-    if (!marked) {
+    if (marked_snapshots.contains(s.id)) {
+      continue;
+    }
+    if (auto m = internal::mark_reachable(*txn, chunks_, s.id, live); !m) {
       return make_error(Code::kFailedPrecondition,
-                        "gc stopped without deleting anything: " + marked.error().message +
+                        "gc stopped without deleting anything: " + m.error().message +
                             ". Run `shoal snapshot verify`, then repair or prune the damaged snapshot.");
     }
   }
-  MDB_cursor* cursor = nullptr;
-  int rc = mdb_cursor_open(txn->raw(), chunks_.table(), &cursor);
-  if (rc != 0) {
-    return std::unexpected(from_mdb(rc, "gc cursor"));
-  }
-  MDB_val k{};
-  MDB_val v{};
-  rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
-  while (rc == 0) {
-    ChunkId id{};
-    SHOAL_ASSERT(k.mv_size == id.size());  // We only ever write 32-byte keys.
-    std::memcpy(id.data(), k.mv_data, id.size());
+  for (const auto& id : candidates) {
     if (live.contains(id)) {
-      ++report.chunks_kept;
-    } else {
-      ++report.chunks_removed;
-      report.bytes_removed += v.mv_size;
-      fault_point("gc_delete");
-      rc = mdb_cursor_del(cursor, 0);
-      if (rc != 0) {
-        break;
-      }
+      continue;
     }
-    rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
+    auto size = chunks_.stored_size(*txn, id);
+    if (!size) {
+      return std::unexpected(size.error());
+    }
+    fault_point("gc_delete");
+    auto removed = chunks_.remove(*txn, id);
+    if (!removed) {
+      return std::unexpected(removed.error());
+    }
+    if (*removed) {
+      ++report.chunks_removed;
+      report.bytes_removed += size->value_or(0);
+    }
   }
-  mdb_cursor_close(cursor);
-  if (rc != MDB_NOTFOUND) {
-    return std::unexpected(from_mdb(rc, "gc sweep"));
+  MDB_stat st{};
+  if (const int rc = mdb_stat(txn->raw(), chunks_.table(), &st); rc != 0) {
+    return std::unexpected(from_mdb(rc, "gc stat"));
   }
+  report.chunks_kept = st.ms_entries;
   fault_point("gc_before_commit");
   SHOAL_TRY_STATUS(txn->commit());
+  report.locked_seconds = std::chrono::duration<double>(Clock::now() - locked).count();
+  env_->release_mapped_pages();
   return report;
 }
 

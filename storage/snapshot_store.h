@@ -134,6 +134,8 @@ struct GcReport {
   std::uint64_t chunks_removed = 0;
   std::uint64_t bytes_removed = 0;
   bool waited_for_saves = false;
+  double mark_seconds = 0;    // Marking, without any lock: saves run meanwhile.
+  double locked_seconds = 0;  // Holding the gc lock: saves starting now wait this long at most.
 };
 
 struct Quota {
@@ -205,12 +207,13 @@ class SnapshotStore {
 
   // Removes the catalog entries the policy does not keep (chunks stay until gc).
   Result<PruneReport> prune(const std::string& project, const RetentionPolicy& policy, bool dry_run = false);
-  // Deletes every chunk no snapshot references. Waits for running saves;
-  // refuses (FailedPrecondition) if a manifest is unreadable, since it could
-  // not tell what that manifest references.
   // Removes every snapshot of the project (a copy this node no longer needs);
   // its chunks go at the next gc. The caller decides that it is safe.
   Result<PruneReport> forget_project(const std::string& project);
+  // Deletes every chunk no snapshot references. Marks without a lock (saves
+  // run meanwhile), then waits for running saves and holds new ones off only
+  // while it deletes; refuses (FailedPrecondition) if a manifest is
+  // unreadable, since it could not tell what that manifest references.
   Result<GcReport> gc();
   Result<StoreStats> stats();
 

@@ -9,6 +9,9 @@
 #                                 100,000 files in one directory, a 200-level tree and a
 #                                 5 GiB sparse file through the CLI: create, no-change create,
 #                                 restore, exact comparison (diff -r), time and peak RSS
+#   bench/storage/run.sh gc       prune plus gc after deleting half the snapshots vs an
+#                                 incremental snapshot of the variant, and a save of another
+#                                 project while gc runs (timestamps); see gc_bench.sh
 # Needs: build/h-storage built (storage_test, shoal); peers: apt-get install -y bup restic borgbackup
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -54,5 +57,7 @@ PY
     done
     echo "sparse: $(stat -c '%s bytes, %b blocks of %B' "$W/out-sparse/5g") allocated after restore"
     "$SHOAL" snapshot verify --store "$W/st" ;;
-  *) echo "usage: $0 peers | params V1 V2 | bad-input" >&2; exit 2 ;;
+  gc)
+    SHOAL=${SHOAL:-$BUILD/bin/shoal} exec bash "$ROOT/bench/storage/gc_bench.sh" ;;
+  *) echo "usage: $0 peers | params V1 V2 | bad-input | gc" >&2; exit 2 ;;
 esac

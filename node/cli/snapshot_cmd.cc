@@ -487,7 +487,8 @@ int run_gc(const ParsedFlags& f) {
   if (!r) return fail(r.error());
   if (f.has("json")) {
     std::printf("%s\n", json{{"chunks_kept", r->chunks_kept}, {"chunks_removed", r->chunks_removed},
-                             {"bytes_removed", r->bytes_removed}, {"waited_for_saves", r->waited_for_saves}}.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+                             {"bytes_removed", r->bytes_removed}, {"waited_for_saves", r->waited_for_saves},
+                             {"mark_seconds", r->mark_seconds}, {"locked_seconds", r->locked_seconds}}.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
   } else {
     std::printf("removed %" PRIu64 " unreferenced chunks (%s), kept %" PRIu64 "\n", r->chunks_removed,
                 human(r->bytes_removed).c_str(), r->chunks_kept);

@@ -428,6 +428,48 @@ TEST_F(SnapshotTest, GcRemovesOnlyUnreferencedChunks) {
   EXPECT_EQ(s->unreferenced_chunks, 0u);
 }
 
+// gc marks without a lock: a save of another project runs to completion while
+// gc is marking (it would deadlock here if gc held the gc lock), and that save
+// reuses chunks that were unreferenced when gc marked them; gc must keep them.
+TEST_F(SnapshotTest, SaveOfAnotherProjectRunsWhileGcMarksAndItsChunksSurvive) {
+  fs::create_directories(src_);
+  Prng rng(30);
+  const Bytes old_data = random_bytes(rng, 300000, false);
+  write_file(src_ + "/f", old_data);
+  Save("a", src_, 0);
+  write_file(src_ + "/f", random_bytes(rng, 300000, false));
+  Save("a", src_, 1);
+  ASSERT_TRUE(store_->prune("a", RetentionPolicy{.keep_last = 1}));  // old_data's chunks are now unreferenced.
+  const std::string other = Target("other");
+  fs::create_directories(other);
+  write_file(other + "/same_as_pruned", old_data);
+  write_file(other + "/new", random_bytes(rng, 100000, false));
+  std::optional<SnapshotInfo> during;
+  store_->set_fault_hook([&](std::string_view point) {
+    if (point == "gc_marked" && !during) {
+      auto r = Create("b", other, 2);
+      ASSERT_TRUE(r) << r.error().to_string();
+      during = r->snapshot;
+    }
+  });
+  auto gc = store_->gc();
+  store_->set_fault_hook(nullptr);
+  ASSERT_TRUE(gc) << gc.error().to_string();
+  ASSERT_TRUE(during.has_value());
+  EXPECT_FALSE(gc->waited_for_saves);
+  auto all = store_->list();
+  ASSERT_TRUE(all);
+  auto v = store_->verify(*all);
+  ASSERT_TRUE(v && v->clean());  // b's snapshot (and old_data's chunks it reuses) survived.
+  auto out = store_->restore(*during, Target("out"));
+  ASSERT_TRUE(out);
+  EXPECT_EQ(read_file(Target("out") + "/same_as_pruned"), old_data);
+  auto again = store_->gc();  // Nothing left to collect: the first gc removed everything it could.
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->chunks_removed, 0u);
+  EXPECT_EQ(store_->stats()->unreferenced_chunks, 0u);
+}
+
 TEST_F(SnapshotTest, ForgetProjectRemovesOnlyThatProjectAndGcFreesItsChunks) {
   fs::create_directories(src_);
   Prng rng(17);
