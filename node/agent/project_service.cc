@@ -609,6 +609,11 @@ void ProjectService::save(const std::string& project, std::function<void(Result<
                                                               " (run `shoal project save` against that node's agent)"));
     }
     const std::uint64_t epoch = placement.epoch;
+    // The project's quota (a live-size limit) is enforced by the store the
+    // snapshot goes into: the save child refuses to exceed it, naming it.
+    if (auto set = deps_.transfers->store().set_quota(project, storage::Quota{placement.quota_bytes, 0}); !set) {
+      return finish(std::unexpected(set.error()));
+    }
     snapshot_dir(project, working_dir(project), epoch, [this, project, placement, epoch, finish](Result<json> s) {
       if (!s) return finish(std::unexpected(s.error()));
       const std::string snapshot_hex = (*s)["id"].get<std::string>();

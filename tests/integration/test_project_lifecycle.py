@@ -104,6 +104,22 @@ class LifecycleTest(unittest.TestCase):
         c.wait_for(lambda: all(not self.snapshots(a, "life") for a in agents), 40, "every copy to be dropped")
         self.assertTrue(os.path.isdir(os.path.join(a0.data_dir, "projects-retired")))
 
+    def test_save_over_the_quota_is_refused_and_nothing_acknowledged(self):
+        c, agents = self.cluster(2, 3)
+        a0 = agents[0]
+        src = os.path.join(c.root, "src")
+        self.make_tree(src, {"small": os.urandom(100_000)})
+        a0.cli("project", "create", "--id", "capped", "--quota", "300K", "--from", src)
+        workdir = os.path.join(a0.data_dir, "projects", "capped")
+        c.wait_for(lambda: os.path.isfile(os.path.join(workdir, "small")), 20, "the working directory")
+        before = self.where(a0, "capped")["last_ack"]
+        with open(os.path.join(workdir, "big"), "wb") as f:
+            f.write(os.urandom(400_000))
+        r = a0.cli("project", "save", "capped", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("quota", r.stderr.lower())
+        self.assertEqual(self.where(a0, "capped")["last_ack"], before)
+
     def snapshot_into(self, store, project, epoch, src):
         r = subprocess.run([SHOAL, "snapshot", "create", "--store", store, "--project", project, "--epoch", str(epoch),
                             src], capture_output=True, text=True, timeout=60)
