@@ -199,7 +199,8 @@ Status AgentImpl::init() {
       .data_dir = data_dir_->path(),
       .members = [this] { return membership_->members(); },
       .publish = [this](const std::string& line) { admin_->publish_event(line); },
-      .save_interval = options_.save_interval});
+      .save_interval = options_.save_interval,
+      .rebalance_after = options_.rebalance_after});
   transfers_->set_commit_check([this](const std::string& project, const storage::ChunkId& snapshot,
                                       const storage::Commit& commit) {
     return projects_->check_incoming(project, snapshot, commit.epoch);

@@ -34,6 +34,7 @@ struct AgentOptions {
   gossip::Profile profile = gossip::Profile::kLan;
   bool fault_injection = false;      // Enables POST /v1/debug/drop.
   Duration save_interval = seconds(300);  // Periodic saves of running projects; 0 = off.
+  Duration rebalance_after = seconds(600);  // A member alive this long draws replicas it outranks; 0 = off.
 };
 
 class Agent {

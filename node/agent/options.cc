@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 
+#include <tuple>
+
 namespace shoal::agent {
 
 Status load_config_file(const std::string& path, Settings& settings) {
@@ -112,8 +114,11 @@ Result<AgentOptions> build_options(const Settings& s) {
     }
     o.profile = *p;
   }
-  if (auto it = s.values.find("save_interval"); it != s.values.end()) {
-    // "300", "30s", "5m", "1h"; 0 turns periodic saves off.
+  for (const auto& [key, flag, target] : {std::tuple{"save_interval", "--save-interval", &o.save_interval},
+                                          std::tuple{"rebalance_after", "--rebalance-after", &o.rebalance_after}}) {
+    auto it = s.values.find(key);
+    if (it == s.values.end()) continue;
+    // "300", "30s", "5m", "1h"; 0 turns it off.
     const std::string& text = it->second;
     std::size_t used = 0;
     long long amount = -1;
@@ -124,9 +129,9 @@ Result<AgentOptions> build_options(const Settings& s) {
     const std::string unit = text.substr(used);
     const long long scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : 0;
     if (amount < 0 || scale == 0 || amount > 365LL * 24 * 3600) {
-      return make_error(Code::kInvalidArgument, "--save-interval " + text + ": use seconds or 30s, 5m, 1h (0 = off)");
+      return make_error(Code::kInvalidArgument, std::string(flag) + " " + text + ": use seconds or 30s, 5m, 1h (0 = off)");
     }
-    o.save_interval = seconds(amount * scale);
+    *target = seconds(amount * scale);
   }
   o.fault_injection = s.fault_injection;
   return o;

@@ -23,7 +23,7 @@ struct Settings {
 // Keys holding one string, in the file and (with '-' for '_') as flags.
 inline constexpr const char* kValueKeys[] = {"name",      "dc",        "data_dir", "bind",     "admin",
                                              "cluster_key_file", "advertise", "profile",  "log_level",
-                                             "save_interval"};
+                                             "save_interval", "rebalance_after"};
 
 // Reads a TOML config file into settings. InvalidArgument naming the file and
 // the line for syntax errors, unknown keys and wrongly typed values.

@@ -95,6 +95,7 @@ std::string ProjectService::render_metrics() const {
   counter("shoal_placement_conflicts_total", "Rounds restarted after another proposer's ballot.", p.conflicts);
   counter("shoal_placement_failovers_total", "Failovers this node committed as the new primary.", failovers_);
   counter("shoal_placement_replicas_replaced_total", "Dead replicas this node replaced as primary.", replicas_replaced_);
+  counter("shoal_placement_rebalanced_total", "Replicas this node moved to a better-ranked joined node.", rebalanced_);
   counter("shoal_project_saves_total", "Acknowledged saves on this node.", saves_ok_);
   counter("shoal_project_saves_failed_total", "Saves that were not acknowledged.", saves_failed_);
   counter("shoal_project_snapshots_fenced_total", "Received snapshots refused for an older epoch.", fenced_);
@@ -772,6 +773,60 @@ void ProjectService::start_move(std::uint64_t op, const std::string& project, st
   });
 }
 
+bool ProjectService::maybe_rebalance(const core::Placement& placement, const std::vector<core::MemberInfo>& members) {
+  const Instant now = monotonic_now();
+  if (deps_.rebalance_after.count() == 0 || now < next_rebalance_ || placement.last_ack.seq == 0) return false;
+  // Only members alive for a while draw replicas: a node that flaps, or just
+  // came back, does not pull data around.
+  std::vector<core::MemberInfo> settled;
+  for (const gossip::Member& m : deps_.members()) {
+    if (m.status == gossip::MemberStatus::kAlive && now - m.status_since >= deps_.rebalance_after) {
+      settled.push_back({m.id, m.dc, core::Liveness::kAlive, 1.0});
+    }
+  }
+  auto wanted = core::plan_rebalance(placement, settled, members, deps_.self);
+  if (!wanted) return false;
+  NodeId incoming;
+  for (const NodeId& r : wanted->replicas) {
+    if (!placement.is_replica(r)) incoming = r;
+  }
+  next_rebalance_ = now + kRebalanceInterval;
+  const std::string project = placement.project;
+  busy_.insert(project);
+  spdlog::info("project {}: rebalancing a replica to {}", project, name_of(incoming));
+  // Copy first, then switch: the new replica holds the acknowledged snapshot
+  // before the register lists it, and the old one keeps its copy until the
+  // obsolete-copy rule lets it go.
+  push_to(project, hex_of(placement.last_ack.id), {incoming},
+          [this, project, placement, wanted = *wanted](std::vector<NodeId> copied) {
+    if (copied.empty()) {
+      busy_.erase(project);
+      return;
+    }
+    const NodeId self = deps_.self;
+    submit_change(project, [placement, wanted, self](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+      if (!current) return make_error(Code::kNotFound, "no such project");
+      if (current->primary != self || current->epoch != placement.epoch ||
+          !core::same_node_set(current->replicas, placement.replicas) || !(current->last_ack == placement.last_ack)) {
+        return make_error(Code::kAborted, "the project changed during the rebalance");
+      }
+      core::Placement next = *current;
+      next.replicas = wanted.replicas;
+      return next;
+    }, [this, project](Result<core::RegisterValue> r) {
+      busy_.erase(project);
+      if (!r) {
+        spdlog::info("project {}: rebalance not done: {}", project, r.error().message);
+        return;
+      }
+      ++rebalanced_;
+      publish_placement(*r, "rebalanced");
+      primary_checked_.erase(project);
+    });
+  });
+  return true;
+}
+
 void ProjectService::periodic_saves(Instant now) {
   if (deps_.save_interval.count() == 0) return;
   auto values = deps_.placement->local_values();
@@ -956,6 +1011,7 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
   const std::string snapshot_hex = hex_of(placement.last_ack.id);
   switch (plan.step) {
     case core::PrimaryStep::kNothing:
+      maybe_rebalance(placement, members);
       return;
     case core::PrimaryStep::kReplaceDead: {
       busy_.insert(project);

@@ -39,6 +39,8 @@ inline constexpr Duration kPrimaryCheckInterval = seconds(5);
 inline constexpr std::size_t kOperationsKept = 512;
 // How often a copy this node holds is checked against the committed placement.
 inline constexpr Duration kObsoleteCheckInterval = seconds(10);
+// At most one rebalancing move per this interval per node (it copies data).
+inline constexpr Duration kRebalanceInterval = seconds(5);
 
 class ProjectService {
  public:
@@ -53,6 +55,7 @@ class ProjectService {
     std::function<std::vector<gossip::Member>()> members;
     std::function<void(const std::string& line)> publish;  // One /v1/events line.
     Duration save_interval = seconds(300);  // Periodic saves of running projects; 0 = off.
+    Duration rebalance_after = seconds(600);  // Members alive this long draw replicas; 0 = off.
   };
   explicit ProjectService(Deps deps);
 
@@ -163,6 +166,10 @@ class ProjectService {
   std::uint64_t copies_collected_ = 0;
   Instant next_obsolete_scan_{};
   Instant next_periodic_{};
+  Instant next_rebalance_{};
+  std::uint64_t rebalanced_ = 0;
+  // Starts a rebalancing move when one is due; false if none was started.
+  bool maybe_rebalance(const core::Placement& placement, const std::vector<core::MemberInfo>& members);
 };
 
 }  // namespace shoal::agent

@@ -23,7 +23,8 @@ namespace {
 constexpr const char* kAgentUsage = R"(usage: shoal agent --name NAME --dc DC --data-dir DIR --cluster-key-file FILE
                    [--bind HOST:PORT] [--admin HOST:PORT] [--advertise HOST:PORT]
                    [--join HOST:PORT ...] [--profile lan|wan|local] [--config FILE]
-                   [--save-interval DURATION] [--enable-fault-injection] [--log-level LEVEL]
+                   [--save-interval DURATION] [--rebalance-after DURATION]
+                   [--enable-fault-injection] [--log-level LEVEL]
 
 Runs this machine's shoal node until SIGTERM/SIGINT or `shoal leave`, then
 leaves the mesh gracefully and exits 0.
@@ -41,9 +42,12 @@ leaves the mesh gracefully and exits 0.
   --profile lan|wan|local   gossip timing (default lan, memberlist's LAN defaults)
   --config FILE             TOML file with the same keys (name, dc, data_dir, bind,
                             admin, cluster_key_file, advertise, join = [...], profile,
-                            log_level, save_interval, enable_fault_injection); flags override it
+                            log_level, save_interval, rebalance_after,
+                            enable_fault_injection); flags override it
   --save-interval DURATION  how often the primary saves each running project
                             (default 5m; 30s, 1h; 0 = only on demand)
+  --rebalance-after DURATION  a member alive this long takes over replicas it
+                            outranks, one move per 5 s per primary (default 10m; 0 = off)
   --enable-fault-injection  allow POST /v1/debug/drop (partition tests only)
   --log-level LEVEL         trace, debug, info (default), warn, error
 )";
@@ -68,7 +72,7 @@ Result<spdlog::level::level_enum> log_level(const agent::Settings& s) {
 int cmd_agent(Args args) {
   FlagSpec spec;
   spec.with_value = {"name", "dc", "data-dir", "bind", "admin", "cluster-key-file", "advertise",
-                     "join", "profile", "config", "log-level", "save-interval"};
+                     "join", "profile", "config", "log-level", "save-interval", "rebalance-after"};
   spec.switches = {"enable-fault-injection"};
   auto flags = parse_flags(args, spec);
   if (!flags) {

@@ -85,6 +85,28 @@ std::optional<Placement> plan_replace_dead(const Placement& current, std::span<c
   return next;
 }
 
+std::optional<Placement> plan_rebalance(const Placement& fresh, std::span<const MemberInfo> settled,
+                                        std::span<const MemberInfo> members, const NodeId& self) {
+  if (fresh.primary != self) return std::nullopt;
+  for (const NodeId& r : fresh.replicas) {
+    if (confirmed_dead(members, r)) return std::nullopt;
+  }
+  const std::vector<Candidate> candidates = live_candidates(settled);
+  for (const NodeId& r : fresh.replicas) {
+    if (r == self) continue;
+    const MemberInfo* m = find_member(members, r);
+    if (m == nullptr) continue;  // No information: leave it.
+    for (const NodeId& best : rank_in_dc(fresh.project, candidates, m->dc)) {
+      if (best == r) break;                  // r is still the best of its DC.
+      if (fresh.is_replica(best)) continue;  // Already holds another slot.
+      Placement next = fresh;
+      *std::find(next.replicas.begin(), next.replicas.end(), r) = best;
+      return next;
+    }
+  }
+  return std::nullopt;
+}
+
 PrimaryPlan plan_primary_step(const Placement& fresh, std::span<const MemberInfo> members, const NodeId& self,
                               bool self_holds_last_ack, bool workdir_exists,
                               const std::function<bool(const NodeId&)>& replica_has_last_ack) {

@@ -46,6 +46,14 @@ std::optional<Placement> plan_failover(const Placement& current, std::span<const
 std::optional<Placement> plan_replace_dead(const Placement& current, std::span<const MemberInfo> members,
                                            const NodeId& self);
 
+// For the primary: when a better-ranked node of some replica's data center
+// has joined (and settled: the caller passes only members alive long enough),
+// move that replica there, one replica per call. Never the primary's own
+// slot, never while any replica is dead (replacement comes first), and
+// never to a node that is already a replica.
+std::optional<Placement> plan_rebalance(const Placement& fresh, std::span<const MemberInfo> settled,
+                                        std::span<const MemberInfo> members, const NodeId& self);
+
 // What a primary does next for one project, given a fresh read of its
 // register: one step per call, in this order of priority.
 enum class PrimaryStep : std::uint8_t {

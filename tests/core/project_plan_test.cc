@@ -81,6 +81,34 @@ TEST(PlanReplaceDead, WholeDcGoneSpreadsElsewhereAndNothingDeadMeansNoChange) {
   EXPECT_EQ(next->replicas.size(), 3u);
 }
 
+TEST(PlanRebalance, MovesANonPrimaryReplicaToABetterRankedSettledNodeOnly) {
+  Fixture f;
+  // Replicas 0 (primary, dc a), 2 (dc b), 4 (dc c). Pick a project id for
+  // which node 3 outranks replica 2 in dc b, and 4 stays best in c.
+  const std::vector<Candidate> b = {{node(2), "b", 1.0}, {node(3), "b", 1.0}};
+  const std::vector<Candidate> c = {{node(4), "c", 1.0}, {node(5), "c", 1.0}};
+  for (int i = 0;; ++i) {
+    f.p.project = "proj-" + std::to_string(i);
+    if (rank_in_dc(f.p.project, b, "b").front() == node(3) && rank_in_dc(f.p.project, c, "c").front() == node(4)) break;
+  }
+  const auto next = plan_rebalance(f.p, f.members, f.members, node(0));
+  {
+    ASSERT_TRUE(next);
+    EXPECT_TRUE(next->is_replica(node(3)));
+    EXPECT_FALSE(next->is_replica(node(2)));
+    EXPECT_EQ(next->primary, node(0));
+    EXPECT_EQ(next->epoch, f.p.epoch);
+  }
+  // Not settled: node 3 absent from the settled view -> no move for b.
+  std::vector<MemberInfo> settled = f.members;
+  settled.erase(settled.begin() + 3);
+  EXPECT_FALSE(plan_rebalance(f.p, settled, f.members, node(0)));
+  // Only the primary plans; nothing while a replica is dead.
+  EXPECT_FALSE(plan_rebalance(f.p, f.members, f.members, node(2)));
+  f.kill(4);
+  EXPECT_FALSE(plan_rebalance(f.p, f.members, f.members, node(0)));
+}
+
 TEST(PlanPrimaryStep, ReplaceThenOpenThenCopyAndNothingOnAReplica) {
   Fixture f;
   f.p.last_ack.seq = 2;

@@ -4,7 +4,9 @@ open, move and delete (issue 6). Ports 26000-26499 only.
   SHOAL_BIN=build/release/bin/shoal python3 -m unittest -v test_project_lifecycle
 """
 
+import hashlib
 import json
+import math
 import os
 import time
 import unittest
@@ -119,6 +121,46 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("quota", r.stderr.lower())
         self.assertEqual(self.where(a0, "capped")["last_ack"], before)
+
+    @staticmethod
+    def score(project, node_hex):
+        """node/core/ranking.cc's rendezvous score, weight 1."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(len(project).to_bytes(8, "little"))
+        h.update(project.encode())
+        h.update(bytes.fromhex(node_hex))
+        value = int.from_bytes(h.digest(), "big")
+        u = ((value >> 11) + 0.5) * 2.0 ** -53
+        return -1.0 / math.log(u)
+
+    def test_a_settled_better_ranked_node_draws_a_replica_and_the_old_copy_goes(self):
+        c, agents = self.cluster(3, 3, extra=("--rebalance-after", "2s"))
+        a0, a1 = agents[0], agents[1]  # dc1, dc2
+        newcomer = c.add(dc=a1.dc)
+        newcomer.start(join=[a0.addr])
+        new_id = newcomer.http("GET", "/v1/self")["id"]
+        old_id = a1.http("GET", "/v1/self")["id"]
+        newcomer.terminate()  # Leaves: not a candidate while the project is created.
+        c.wait_for(lambda: a0.status_of(newcomer.name) == "left", 20, "the newcomer to have left")
+        # A project for which the newcomer outranks node-1 in their data center.
+        project = next(f"reb-{i}" for i in range(1000) if self.score(f"reb-{i}", new_id) > self.score(f"reb-{i}", old_id))
+        src = os.path.join(c.root, "src")
+        self.make_tree(src, {"data": os.urandom(150_000)})
+        a0.cli("project", "create", "--id", project, "--from", src)
+        before = self.where(a0, project)
+        self.assertIn(a1.name, before["replicas"])
+        newcomer.start(join=[a0.addr])
+        c.wait_for(lambda: newcomer.name in self.where(a0, project)["replicas"], 40,
+                   "the settled newcomer to draw node-1's replica")
+        after = self.where(a0, project)
+        self.assertNotIn(a1.name, after["replicas"])
+        self.assertEqual(after["primary"], before["primary"])
+        self.assertEqual(after["epoch"], before["epoch"])
+        self.assertEqual(after["last_ack"], before["last_ack"])
+        snap = after["last_ack"]["snapshot"]
+        self.assertIn(snap, [s["id"] for s in self.snapshots(newcomer, project)])
+        # node-1's copy is collected once the listed replicas hold its newest.
+        c.wait_for(lambda: not self.snapshots(a1, project), 40, "node-1's obsolete copy to be collected")
 
     def snapshot_into(self, store, project, epoch, src):
         r = subprocess.run([SHOAL, "snapshot", "create", "--store", store, "--project", project, "--epoch", str(epoch),
