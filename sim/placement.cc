@@ -893,9 +893,9 @@ class PlacementLayer final : public Layer {
                if (!current) {
                  return make_error(Code::kNotFound, "no such project");
                }
-               // Also compare last_ack: a save acknowledged after our record (same
-               // epoch, same primary) is one this node may not hold. The agent
-               // compares only primary and epoch (found by the sweep, seed 139).
+               // As the agent (since ab63e92): a save acknowledged after our record
+               // keeps primary and epoch but moves last_ack, and this node may not
+               // hold it (found by the sweep, seed 139).
                if (current->primary != dead || current->epoch != epoch || !(current->last_ack == held)) {
                  return make_error(Code::kAborted, "the placement changed meanwhile");
                }
@@ -956,8 +956,8 @@ class PlacementLayer final : public Layer {
     const std::vector<core::MemberInfo>& view = members(w, i);
     const std::uint64_t seq = placement.last_ack.seq;
     // Forget what was pushed to nodes that left the replica set: one that
-    // comes back may have collected its copy meanwhile. (The agent keeps
-    // these records, so such a replica is never copied to again.)
+    // comes back may have collected its copy meanwhile, and must be copied
+    // to again (as the agent since ab63e92).
     for (auto it = l.pushed_seq.lower_bound({project, 0}); it != l.pushed_seq.end() && it->first.first == project;) {
       it = placement.is_replica(w.node_id(it->first.second)) ? std::next(it) : l.pushed_seq.erase(it);
     }
@@ -1018,17 +1018,18 @@ class PlacementLayer final : public Layer {
         for (const NodeId& r : plan.copy_to) {
           lacking.push_back(idx(w, r));
         }
-        push_to(w, i, project, *copy, lacking, [this, i, project, lacking, seq](std::size_t copied, std::vector<std::uint32_t>) {
+        push_to(w, i, project, *copy, lacking,
+                [this, i, project, lacking, seq](std::size_t copied, std::vector<std::uint32_t> confirmed) {
           Live* live = nodes_[i].live.get();
           if (live == nullptr) {
             return;
           }
           live->busy.erase(project);
-          if (copied == lacking.size()) {
-            for (std::uint32_t r : lacking) {
-              live->pushed_seq[{project, r}] = seq;
-            }
-          } else {
+          // As the agent: remember the replicas that confirmed; retry the rest next round.
+          for (std::uint32_t r : confirmed) {
+            live->pushed_seq[{project, r}] = seq;
+          }
+          if (copied != lacking.size()) {
             live->primary_checked.erase(project);
           }
         });
@@ -1142,51 +1143,35 @@ class PlacementLayer final : public Layer {
             }
           }
           push_to(w, i, project, copy, others,
-                  [this, &w, i, project, placement, epoch, copy, fail](std::size_t copied,
+                  [this, &w, i, project, placement, epoch, copy, fail](std::size_t /*copied*/,
                                                                        std::vector<std::uint32_t> confirmed) {
             if (!nodes_[i].live) {
               return fail();
             }
             const bool bug = o_.bug == PlacementBug::kAckWithoutMajority;
-            if (copied + 1 < core::majority_of(placement.replicas.size()) && !bug) {
+            const NodeId self = w.node_id(i);
+            // Who holds the snapshot: this node and those that confirmed. As the
+            // agent's enough_holders: a majority of the replica set that was read,
+            // in two DCs when that set spans two.
+            std::vector<NodeId> holders{self};
+            for (std::uint32_t j : confirmed) {
+              holders.push_back(w.node_id(j));
+            }
+            if (!bug && !enough_holders(placement.replicas, holders)) {
               return fail();
             }
-            const NodeId self = w.node_id(i);
             const Hash256 id = snap_hash(copy.snap);
-            // Who holds the snapshot, with their DC: this node and those that confirmed.
-            std::vector<std::pair<NodeId, std::uint16_t>> holders{{self, w.node_dc(i)}};
-            for (std::uint32_t j : confirmed) {
-              holders.emplace_back(w.node_id(j), w.node_dc(j));
-            }
             submit(w, i, project,
-                   [self, epoch, id, holders, bug, dcs = dc_table_](const std::optional<Placement>& current) -> Result<Placement> {
+                   [self, epoch, id, replicas = placement.replicas](const std::optional<Placement>& current) -> Result<Placement> {
                      if (!current) {
                        return make_error(Code::kNotFound, "no such project");
                      }
                      if (current->primary != self || current->epoch != epoch) {
                        return make_error(Code::kFailedPrecondition, "lost the epoch while saving");
                      }
-                     // The agent checks only the epoch. The replica set may have changed
-                     // since the push (a replacement commits at the same epoch): count the
-                     // holders in the current set, in two DCs when the holders could span two.
-                     std::size_t held = 0;
-                     std::set<std::uint16_t> held_dcs;
-                     for (const auto& [node, dc] : holders) {
-                       if (current->is_replica(node)) {
-                         ++held;
-                         held_dcs.insert(dc);
-                       }
-                     }
-                     std::set<std::uint16_t> replica_dcs;
-                     for (const NodeId& r : current->replicas) {
-                       const auto it = dcs->find(r);
-                       if (it != dcs->end()) {
-                         replica_dcs.insert(it->second);
-                       }
-                     }
-                     if (!bug && (held < core::majority_of(current->replicas.size()) ||
-                                  (replica_dcs.size() >= 2 && held_dcs.size() < 2))) {
-                       return make_error(Code::kUnavailable, "not held by a majority of the replicas in two DCs");
+                     if (!core::same_node_set(current->replicas, replicas)) {
+                       // The holders were counted against the old set.
+                       return make_error(Code::kAborted, "the replica set changed during the save");
                      }
                      Placement next = *current;
                      if (next.last_ack.id != id) {
@@ -1206,6 +1191,31 @@ class PlacementLayer final : public Layer {
           });
         },
         true);
+  }
+
+  // The agent's enough_holders: a majority of `replicas` among `holders`, in
+  // two DCs when the replicas span two (DCs from the scenario; the agent takes
+  // them from its gossip member list).
+  bool enough_holders(const std::vector<NodeId>& replicas, const std::vector<NodeId>& holders) const {
+    std::size_t listed = 0;
+    std::set<std::uint16_t> replica_dcs;
+    std::set<std::uint16_t> holder_dcs;
+    const auto dc_of = [&](const NodeId& id) -> std::uint16_t {
+      const auto it = dc_table_->find(id);
+      return it == dc_table_->end() ? UINT16_MAX : it->second;
+    };
+    for (const NodeId& r : replicas) {
+      replica_dcs.insert(dc_of(r));
+    }
+    for (const NodeId& h : holders) {
+      if (std::find(replicas.begin(), replicas.end(), h) == replicas.end()) {
+        continue;
+      }
+      ++listed;
+      holder_dcs.insert(dc_of(h));
+    }
+    return listed >= core::majority_of(replicas.size()) &&
+           holder_dcs.size() >= std::min<std::size_t>(2, replica_dcs.size());
   }
 
   // --- modelled transfers ---------------------------------------------------------
@@ -1500,7 +1510,7 @@ class PlacementLayer final : public Layer {
   std::optional<Instant> last_fault_;
   std::optional<Duration> rereplicated_;
   std::string first_unconverged_;
-  std::shared_ptr<const std::map<NodeId, std::uint16_t>> dc_table_;  // Node -> DC, for pure change functions.
+  std::shared_ptr<const std::map<NodeId, std::uint16_t>> dc_table_;  // Node -> DC index (enough_holders).
   std::uint64_t next_snap_ = 0;
   std::uint64_t next_token_ = 0;
   PlacementReport report_;
