@@ -143,6 +143,7 @@ struct Live {
   std::unique_ptr<Prng> prng;
   std::unique_ptr<core::Proposer> proposer;
   std::uint64_t floor = 0;
+  Instant started{};
   std::map<std::uint64_t, Pending> pending;  // By proposer op id.
   std::set<std::uint32_t> busy;
   std::set<std::uint32_t> saving;
@@ -190,6 +191,7 @@ class PlacementLayer final : public Layer {
   PlacementLayer(const Scenario& scenario, std::uint64_t seed)
       : o_(scenario.placement),
         probe_interval_(scenario.gossip.probe_interval),
+        settle_(scenario.gossip.push_pull_interval),
         seed_(seed),
         prng_(seed ^ 0x91acee7ULL) {
     for (const DcOptions& dc : scenario.dcs) {
@@ -216,6 +218,7 @@ class PlacementLayer final : public Layer {
     l.prng = std::make_unique<Prng>(seed_ ^ (0x9e3779b97f4a7c15ULL * (i + 1)) ^ (static_cast<std::uint64_t>(n.lives) << 40));
     // Never reuse a ballot: each life's counters start above every earlier life's.
     l.floor = static_cast<std::uint64_t>(n.lives) << 32;
+    l.started = w.now();
     core::ProposerConfig cfg;
     cfg.counter_floor = l.floor;
     l.proposer = std::make_unique<core::Proposer>(w.node_id(i), *l.prng, cfg);
@@ -961,12 +964,18 @@ class PlacementLayer final : public Layer {
     for (auto it = l.pushed_seq.lower_bound({project, 0}); it != l.pushed_seq.end() && it->first.first == project;) {
       it = placement.is_replica(w.node_id(it->first.second)) ? std::next(it) : l.pushed_seq.erase(it);
     }
+    // A replica that died before this process joined is never heard of (the
+    // join's push-pull ignores dead members it never knew); after a full
+    // push-pull period a live one would be known, so an absent one is gone.
+    const bool absent_is_gone = w.now() - l.started >= settle_;
     const core::PrimaryPlan plan = core::plan_primary_step(
         placement, view, self, seq == 0 || d.holds(snap_of(placement.last_ack.id)),
-        d.workdir || placement.state != core::ProjectState::kRunning, [&](const NodeId& r) {
+        d.workdir || placement.state != core::ProjectState::kRunning,
+        [&](const NodeId& r) {
           const auto it = l.pushed_seq.find({project, idx(w, r)});
           return it != l.pushed_seq.end() && it->second >= seq;
-        });
+        },
+        absent_is_gone);
     switch (plan.step) {
       case core::PrimaryStep::kNothing: return;
       case core::PrimaryStep::kReplaceDead: {
@@ -977,14 +986,14 @@ class PlacementLayer final : public Layer {
         const std::uint64_t epoch = placement.epoch;
         const std::vector<core::MemberInfo> snapshot_view = view;
         submit(w, i, project,
-               [snapshot_view, self, epoch](const std::optional<Placement>& current) -> Result<Placement> {
+               [snapshot_view, self, epoch, absent_is_gone](const std::optional<Placement>& current) -> Result<Placement> {
                  if (!current) {
                    return make_error(Code::kNotFound, "no such project");
                  }
                  if (current->primary != self || current->epoch != epoch) {
                    return make_error(Code::kAborted, "no longer primary");
                  }
-                 auto next = core::plan_replace_dead(*current, snapshot_view, self);
+                 auto next = core::plan_replace_dead(*current, snapshot_view, self, absent_is_gone);
                  if (!next) {
                    return make_error(Code::kAborted, "nothing to replace any more");
                  }
@@ -1497,6 +1506,7 @@ class PlacementLayer final : public Layer {
 
   const PlacementOptions o_;
   const Duration probe_interval_;
+  const Duration settle_;  // A process life's member view is settled after one push-pull period.
   std::vector<std::string> dc_names_;
   const std::uint64_t seed_;
   Prng prng_;  // Snapshot sizes.

@@ -51,20 +51,32 @@ std::optional<Placement> plan_failover(const Placement& current, std::span<const
   return next;
 }
 
+namespace {
+
+// Dead, or (when the caller's view is settled) absent from it.
+bool gone(std::span<const MemberInfo> members, const NodeId& id, bool absent_is_gone) {
+  const MemberInfo* m = find_member(members, id);
+  return m == nullptr ? absent_is_gone : m->liveness == Liveness::kDead;
+}
+
+}  // namespace
+
 std::optional<Placement> plan_replace_dead(const Placement& current, std::span<const MemberInfo> members,
-                                           const NodeId& self) {
+                                           const NodeId& self, bool absent_is_gone) {
   if (current.primary != self) return std::nullopt;
   const std::vector<Candidate> live = live_candidates(members);
   Placement next = current;
   bool changed = false;
   for (NodeId& replica : next.replicas) {
-    if (replica == self || !confirmed_dead(members, replica)) continue;
+    if (replica == self || !gone(members, replica, absent_is_gone)) continue;
     const MemberInfo* dead = find_member(members, replica);
     std::optional<NodeId> pick;
-    for (const NodeId& id : rank_in_dc(current.project, live, dead->dc)) {
-      if (!next.is_replica(id)) {
-        pick = id;
-        break;
+    if (dead != nullptr) {
+      for (const NodeId& id : rank_in_dc(current.project, live, dead->dc)) {
+        if (!next.is_replica(id)) {
+          pick = id;
+          break;
+        }
       }
     }
     if (!pick) {
@@ -109,10 +121,11 @@ std::optional<Placement> plan_rebalance(const Placement& fresh, std::span<const 
 
 PrimaryPlan plan_primary_step(const Placement& fresh, std::span<const MemberInfo> members, const NodeId& self,
                               bool self_holds_last_ack, bool workdir_exists,
-                              const std::function<bool(const NodeId&)>& replica_has_last_ack) {
+                              const std::function<bool(const NodeId&)>& replica_has_last_ack,
+                              bool absent_is_gone) {
   PrimaryPlan plan;
   if (fresh.primary != self) return plan;
-  if (auto wanted = plan_replace_dead(fresh, members, self)) {
+  if (auto wanted = plan_replace_dead(fresh, members, self, absent_is_gone)) {
     plan.step = PrimaryStep::kReplaceDead;
     plan.wanted = std::move(wanted);
     return plan;
@@ -123,7 +136,7 @@ PrimaryPlan plan_primary_step(const Placement& fresh, std::span<const MemberInfo
     return plan;
   }
   for (const NodeId& r : fresh.replicas) {
-    if (r == self || confirmed_dead(members, r)) continue;
+    if (r == self || gone(members, r, absent_is_gone)) continue;
     if (!replica_has_last_ack(r)) plan.copy_to.push_back(r);
   }
   if (!plan.copy_to.empty()) plan.step = PrimaryStep::kCopySnapshot;

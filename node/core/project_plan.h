@@ -43,8 +43,16 @@ std::optional<Placement> plan_failover(const Placement& current, std::span<const
 // For the primary: replace every confirmed-dead replica by the best-ranked
 // live node of the same DC not yet a replica (else the best-ranked live node
 // anywhere). nullopt when nothing is dead or no replacement exists.
+//
+// absent_is_gone: the caller's view is settled (it has been complete for a
+// full push-pull round, so a live member would be in it). A listed replica
+// absent from it then died or left before this node learned the mesh (gossip
+// ignores dead records of members it never knew, so a node that restarts
+// after a replica died never hears of it): it is replaced like a dead one,
+// by the best-ranked live node anywhere (its DC is unknown). Default: a
+// missing member moves nothing.
 std::optional<Placement> plan_replace_dead(const Placement& current, std::span<const MemberInfo> members,
-                                           const NodeId& self);
+                                           const NodeId& self, bool absent_is_gone = false);
 
 // For the primary: when a better-ranked node of some replica's data center
 // has joined (and settled: the caller passes only members alive long enough),
@@ -69,8 +77,10 @@ struct PrimaryPlan {
 };
 // replica_has_last_ack(r): whether r is known to hold last_ack (unknown =
 // false; copying is idempotent and cheap when it does).
+// absent_is_gone: as for plan_replace_dead.
 PrimaryPlan plan_primary_step(const Placement& fresh, std::span<const MemberInfo> members, const NodeId& self,
                               bool self_holds_last_ack, bool workdir_exists,
-                              const std::function<bool(const NodeId&)>& replica_has_last_ack);
+                              const std::function<bool(const NodeId&)>& replica_has_last_ack,
+                              bool absent_is_gone = false);
 
 }  // namespace shoal::core

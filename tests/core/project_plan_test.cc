@@ -81,6 +81,35 @@ TEST(PlanReplaceDead, WholeDcGoneSpreadsElsewhereAndNothingDeadMeansNoChange) {
   EXPECT_EQ(next->replicas.size(), 3u);
 }
 
+// A node that restarts after a replica died never hears of it (gossip drops
+// dead records of members it never knew): once the caller's view is settled,
+// an absent replica is replaced like a dead one; before, nothing moves.
+TEST(PlanReplaceDead, AbsentReplicaIsReplacedOnlyOnceTheViewIsSettled) {
+  Fixture f;
+  f.p.last_ack.seq = 1;
+  f.members.erase(f.members.begin() + 2);  // Replica 2 (dc b) unknown to the primary.
+  EXPECT_FALSE(plan_replace_dead(f.p, f.members, node(0)));
+  EXPECT_FALSE(plan_replace_dead(f.p, f.members, node(0), false));
+  const PrimaryPlan unsettled = plan_primary_step(f.p, f.members, node(0), true, true,
+                                                  [](const NodeId&) { return false; });
+  EXPECT_EQ(unsettled.step, PrimaryStep::kCopySnapshot);  // Still copied to: no information, no move.
+  auto next = plan_replace_dead(f.p, f.members, node(0), true);
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(next->is_replica(node(2)));
+  EXPECT_TRUE(next->is_replica(node(0)));
+  EXPECT_TRUE(next->is_replica(node(4)));
+  EXPECT_EQ(next->replicas.size(), 3u);
+  EXPECT_EQ(next->epoch, f.p.epoch);
+  const PrimaryPlan settled = plan_primary_step(f.p, f.members, node(0), true, true,
+                                                [](const NodeId&) { return false; }, true);
+  EXPECT_EQ(settled.step, PrimaryStep::kReplaceDead);
+  ASSERT_TRUE(settled.wanted);
+  EXPECT_EQ(settled.wanted->replicas, next->replicas);
+  // Settled, every replica known and alive: nothing to replace.
+  Fixture g;
+  EXPECT_FALSE(plan_replace_dead(g.p, g.members, node(0), true));
+}
+
 TEST(PlanRebalance, MovesANonPrimaryReplicaToABetterRankedSettledNodeOnly) {
   Fixture f;
   // Replicas 0 (primary, dc a), 2 (dc b), 4 (dc c). Pick a project id for
