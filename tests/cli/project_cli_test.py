@@ -116,6 +116,15 @@ class FakeAgent:
         parts = path.split("/")  # ['', 'v1', 'projects', ID, verb]
         if len(parts) == 5 and parts[2] == "projects":
             pid, verb = parts[3], parts[4]
+            if verb == "status":  # Like read, plus what each replica holds.
+                if pid not in self.projects:
+                    return self.operation("status", pid, {"state": "failed", "code": "not_found",
+                                                          "error": f"no project {pid}"})
+                result = {**self.projects[pid], "replica_status": [
+                    {"name": "node-3", "primary": True, "answered": True, "holds_last_ack": True, "snapshots": 2},
+                    {"name": "node-4", "primary": False, "answered": True, "holds_last_ack": False, "snapshots": 1},
+                    {"name": "node-5", "primary": False, "answered": False}]}
+                return self.operation("status", pid, {"state": "done", "result": result})
             if verb == "read":
                 if pid == "unavail":
                     return self.operation("read", pid, {"state": "failed", "code": "unavailable",
@@ -214,8 +223,12 @@ class ProjectCliTest(unittest.TestCase):
         self.assertIn("l1", [p["project"] for p in json.loads(self.shoal("project", "list", "--json").stdout)["projects"]])
         st = json.loads(self.shoal("project", "status", "l1", "--json").stdout)
         self.assertEqual((st["epoch"], st["local_snapshot"]["id"]), (2, "22" * 32))
+        self.assertEqual(len(st["replica_status"]), 3)
         r = self.shoal("project", "status", "l1")
         self.assertIn("newest snapshot 222222222222 at 2024-01-02T03:05:00Z", r.stdout)
+        self.assertIn("holds the last acknowledged snapshot", r.stdout)
+        self.assertIn("BEHIND", r.stdout)
+        self.assertIn("did not answer", r.stdout)
         r = self.shoal("project", "snapshots", "l1")
         self.assertEqual(r.stdout.splitlines()[1].split()[:3], ["111111111111", "2024-01-02T03:04:05Z", "3"])
         r = self.shoal("project", "snapshots", "zz")
