@@ -43,7 +43,7 @@ AdminReply reply_error(int status, std::string_view message) { return AdminReply
 
 }  // namespace
 
-ProjectService::ProjectService(Deps deps) : deps_(std::move(deps)) {
+ProjectService::ProjectService(Deps deps) : deps_(std::move(deps)), started_(monotonic_now()) {
   deps_.placement->set_holdings([this](const core::Inquire& q) {
     core::Inquired answer{q.project, 0, false, 0, {}};
     auto snaps = deps_.transfers->store().list(q.project);
@@ -1000,6 +1000,10 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
     it = listed ? std::next(it) : pushed_seq_.erase(it);
   }
   std::error_code ec;
+  // After a settling time our member view is complete: a listed replica
+  // missing from it died while this node was away (gossip does not relay the
+  // death of members it never knew), and is replaced like a dead one.
+  const bool absent_is_gone = monotonic_now() - started_ >= kViewSettledAfter;
   const core::PrimaryPlan plan = core::plan_primary_step(
       placement, members, self, holds(project, placement.last_ack),
       // Only a running project has its working directory opened.
@@ -1007,7 +1011,8 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
       [&](const NodeId& r) {
         auto it = pushed_seq_.find(project + "/" + r.to_hex());
         return it != pushed_seq_.end() && it->second >= placement.last_ack.seq;
-      });
+      },
+      absent_is_gone);
   const std::string snapshot_hex = hex_of(placement.last_ack.id);
   switch (plan.step) {
     case core::PrimaryStep::kNothing:
@@ -1016,10 +1021,10 @@ void ProjectService::act_as_primary(const core::Placement& placement) {
     case core::PrimaryStep::kReplaceDead: {
       busy_.insert(project);
       const std::uint64_t epoch = placement.epoch;
-      submit_change(project, [members, self, epoch](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+      submit_change(project, [members, self, epoch, absent_is_gone](const std::optional<core::Placement>& current) -> Result<core::Placement> {
         if (!current) return make_error(Code::kNotFound, "no such project");
         if (current->primary != self || current->epoch != epoch) return make_error(Code::kAborted, "no longer primary");
-        auto next = core::plan_replace_dead(*current, members, self);
+        auto next = core::plan_replace_dead(*current, members, self, absent_is_gone);
         if (!next) return make_error(Code::kAborted, "nothing to replace any more");
         return *next;
       }, [this, project, release](Result<core::RegisterValue> r) {

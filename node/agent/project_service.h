@@ -41,6 +41,9 @@ inline constexpr std::size_t kOperationsKept = 512;
 inline constexpr Duration kObsoleteCheckInterval = seconds(10);
 // At most one rebalancing move per this interval per node (it copies data).
 inline constexpr Duration kRebalanceInterval = seconds(5);
+// After this long up, the member view is complete (two LAN push-pull rounds):
+// a listed replica absent from it is treated as gone.
+inline constexpr Duration kViewSettledAfter = seconds(60);
 
 class ProjectService {
  public:
@@ -147,6 +150,7 @@ class ProjectService {
   void publish_placement(const core::RegisterValue& value, std::string_view why);
 
   Deps deps_;
+  Instant started_;
   std::uint64_t next_op_ = 1;
   std::map<std::uint64_t, Operation> operations_;
   std::vector<TransferWait> transfer_waits_;
