@@ -28,9 +28,20 @@ bool confirmed_dead(std::span<const MemberInfo> members, const NodeId& id) {
   return m != nullptr && m->liveness == Liveness::kDead;
 }
 
+namespace {
+
+// Dead, or (when the caller's view is settled) absent from it.
+bool gone(std::span<const MemberInfo> members, const NodeId& id, bool absent_is_gone) {
+  const MemberInfo* m = find_member(members, id);
+  return m == nullptr ? absent_is_gone : m->liveness == Liveness::kDead;
+}
+
+}  // namespace
+
 std::optional<Placement> plan_failover(const Placement& current, std::span<const MemberInfo> members,
-                                       const NodeId& self, bool self_holds_last_ack, bool grace_expired) {
-  if (!confirmed_dead(members, current.primary) || !current.is_replica(self) || !self_holds_last_ack) {
+                                       const NodeId& self, bool self_holds_last_ack, bool grace_expired,
+                                       bool absent_is_gone) {
+  if (!gone(members, current.primary, absent_is_gone) || !current.is_replica(self) || !self_holds_last_ack) {
     return std::nullopt;
   }
   const MemberInfo* me = find_member(members, self);
@@ -50,16 +61,6 @@ std::optional<Placement> plan_failover(const Placement& current, std::span<const
   next.epoch = current.epoch + 1;
   return next;
 }
-
-namespace {
-
-// Dead, or (when the caller's view is settled) absent from it.
-bool gone(std::span<const MemberInfo> members, const NodeId& id, bool absent_is_gone) {
-  const MemberInfo* m = find_member(members, id);
-  return m == nullptr ? absent_is_gone : m->liveness == Liveness::kDead;
-}
-
-}  // namespace
 
 std::optional<Placement> plan_replace_dead(const Placement& current, std::span<const MemberInfo> members,
                                            const NodeId& self, bool absent_is_gone) {

@@ -37,8 +37,11 @@ bool confirmed_dead(std::span<const MemberInfo> members, const NodeId& id);
 // snapshot, and either self is the best-ranked such replica (preferred DC
 // first) or `grace_expired` (the better-ranked ones did not act in time).
 // The result has primary = self and epoch + 1; replicas are unchanged.
+// absent_is_gone: as for plan_replace_dead (a primary that died before this
+// node rejoined is absent from its view, never dead).
 std::optional<Placement> plan_failover(const Placement& current, std::span<const MemberInfo> members,
-                                       const NodeId& self, bool self_holds_last_ack, bool grace_expired);
+                                       const NodeId& self, bool self_holds_last_ack, bool grace_expired,
+                                       bool absent_is_gone = false);
 
 // For the primary: replace every confirmed-dead replica by the best-ranked
 // live node of the same DC not yet a replica (else the best-ranked live node

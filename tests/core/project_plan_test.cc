@@ -33,6 +33,12 @@ TEST(PlanFailover, NothingWhilePrimaryIsAliveOrUnknown) {
   EXPECT_FALSE(plan_failover(f.p, f.members, node(2), true, true));
   f.members.erase(f.members.begin());  // Primary missing from the view: no information.
   EXPECT_FALSE(plan_failover(f.p, f.members, node(2), true, true));
+  // Unless the caller's view is settled: then an absent primary is gone.
+  auto next = plan_failover(f.p, f.members, node(2), true, true, true);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->primary, node(2));
+  EXPECT_EQ(next->epoch, 4u);
+  EXPECT_FALSE(plan_failover(f.p, f.members, node(2), false, true, true));  // Still needs last_ack.
 }
 
 TEST(PlanFailover, ExactlyOneBestReplicaActsAtOnceOthersAfterGrace) {
