@@ -932,27 +932,32 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
   auto release = [this, project] { busy_.erase(project); };
 
   if (placement.primary != self) {
-    if (!core::confirmed_dead(members, placement.primary)) {
+    // A primary that died while this node was away is absent, never dead, in
+    // its view; once the view has settled that counts as gone.
+    const bool absent_is_gone = now - started_ >= kViewSettledAfter;
+    const bool primary_gone = core::confirmed_dead(members, placement.primary) ||
+                              (absent_is_gone && core::find_member(members, placement.primary) == nullptr);
+    if (!primary_gone) {
       primary_dead_since_.erase(project);
       return;
     }
     auto [since, fresh] = primary_dead_since_.try_emplace(project, now);
     const bool grace = now - since->second >= kFailoverGrace;
     const bool have = holds(project, placement.last_ack);
-    if (!core::plan_failover(placement, members, self, have, grace)) return;
+    if (!core::plan_failover(placement, members, self, have, grace, absent_is_gone)) return;
     busy_.insert(project);
     const NodeId dead = placement.primary;
     const std::uint64_t epoch = placement.epoch;
     const core::SnapshotRef ack = placement.last_ack;  // Checked above: this node holds it.
     spdlog::info("project {}: primary {} is dead; taking over at epoch {}", project, name_of(dead), epoch + 1);
-    submit_change(project, [members, self, dead, epoch, ack](const std::optional<core::Placement>& current) -> Result<core::Placement> {
+    submit_change(project, [members, self, dead, epoch, ack, absent_is_gone](const std::optional<core::Placement>& current) -> Result<core::Placement> {
       if (!current) return make_error(Code::kNotFound, "no such project");
       // A save acknowledged after our record keeps primary and epoch but
       // moves last_ack: then we may lack it, and must not take over.
       if (current->primary != dead || current->epoch != epoch || !(current->last_ack == ack)) {
         return make_error(Code::kAborted, "the placement changed meanwhile");
       }
-      auto next = core::plan_failover(*current, members, self, true, true);
+      auto next = core::plan_failover(*current, members, self, true, true, absent_is_gone);
       if (!next) return make_error(Code::kAborted, "failover no longer applies");
       return *next;
     }, [this, project, release](Result<core::RegisterValue> r) {
