@@ -48,23 +48,19 @@ Result<std::unique_ptr<PlacementService>> PlacementService::open(storage::Env& e
 }
 
 void PlacementService::send(const NodeId& to, const core::Message& message) {
-  if (to == self_) {
-    // Our own acceptor answers in-line; the reply goes to our own proposer.
-    const Bytes wire = core::encode_message(message);
-    Bytes plain;
-    plain.push_back(kPlacementDatagramTag);
-    plain.insert(plain.end(), self_.bytes.begin(), self_.bytes.end());
-    plain.insert(plain.end(), wire.begin(), wire.end());
-    on_datagram(plain, monotonic_now());
-    return;
-  }
-  ++counters_.messages_out;
+  // tag || sender id || message, as on_datagram expects it.
   const Bytes wire = core::encode_message(message);
   Bytes plain;
   plain.reserve(1 + kNodeIdBytes + wire.size());
   plain.push_back(kPlacementDatagramTag);
   plain.insert(plain.end(), self_.bytes.begin(), self_.bytes.end());
   plain.insert(plain.end(), wire.begin(), wire.end());
+  if (to == self_) {
+    // Our own acceptor answers in-line; the reply goes to our own proposer.
+    on_datagram(plain, monotonic_now());
+    return;
+  }
+  ++counters_.messages_out;
   send_(to, std::move(plain));
 }
 
