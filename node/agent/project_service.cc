@@ -319,18 +319,22 @@ std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
   if (verb == "stop" || verb == "move") {
     auto body = parse_json_body(request);
     if (!body) return reply_error(400, body.error().message);
-    Operation& op = new_operation(verb, project);
-    AdminReply reply = started(op);
+    // Read the body before an operation exists, so a bad one leaves none behind.
+    bool remove_workdir = false;
+    std::string to;
     try {
-      if (verb == "stop") {
-        start_stop(op.id, project, body->value("remove_workdir", false));
-      } else {
-        const std::string to = body->value("to", std::string());
-        if (to.empty()) return reply_error(400, "move needs {\"to\": NODE}");
-        start_move(op.id, project, to);
-      }
+      remove_workdir = body->value("remove_workdir", false);
+      to = body->value("to", std::string());
     } catch (const json::exception&) {
       return reply_error(400, "remove_workdir is a boolean; to is a node name or id prefix");
+    }
+    if (verb == "move" && to.empty()) return reply_error(400, "move needs {\"to\": NODE}");
+    Operation& op = new_operation(verb, project);
+    AdminReply reply = started(op);
+    if (verb == "stop") {
+      start_stop(op.id, project, remove_workdir);
+    } else {
+      start_move(op.id, project, to);
     }
     return reply;
   }

@@ -12,6 +12,8 @@ import time
 import unittest
 
 import subprocess
+import urllib.error
+import urllib.request
 
 from harness import SHOAL, Cluster
 from test_placement import port_free, tree_diff
@@ -161,6 +163,36 @@ class LifecycleTest(unittest.TestCase):
         self.assertIn(snap, [s["id"] for s in self.snapshots(newcomer, project)])
         # node-1's copy is collected once the listed replicas hold its newest.
         c.wait_for(lambda: not self.snapshots(a1, project), 40, "node-1's obsolete copy to be collected")
+
+    def test_garbage_bodies_on_project_routes_get_clear_400s(self):
+        c, agents = self.cluster(4, 1)
+        a0 = agents[0]
+
+        def post(path, raw):
+            req = urllib.request.Request(f"http://{a0.admin}{path}", data=raw, method="POST")
+            req.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, json.loads(r.read() or b"null")
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read() or b"null")
+
+        cases = [
+            ("/v1/projects", b"not json", "json"),
+            ("/v1/projects", b'{"id": "bad/id"}', "project id"),
+            ("/v1/projects", b'{"id": 7}', "strings"),
+            ("/v1/projects", b'{"from": "relative/dir"}', "absolute"),
+            ("/v1/projects", b'{"quota_bytes": "lots"}', "number"),
+            ("/v1/projects/p1/move", b"{}", "to"),
+            ("/v1/projects/p1/stop", b'{"remove_workdir": "yes"}', "boolean"),
+            ("/v1/projects/p1/restore", b'{"to": "rel"}', "absolute"),
+            ("/v1/projects/p1/nonsense", b"{}", "unknown"),
+        ]
+        for path, raw, words in cases:
+            status, body = post(path, raw)
+            self.assertIn(status, (400, 404), (path, raw, status, body))
+            self.assertIn(words, body["error"].lower(), (path, raw, body))
+        self.assertTrue(a0.running())
 
     def snapshot_into(self, store, project, epoch, src):
         r = subprocess.run([SHOAL, "snapshot", "create", "--store", store, "--project", project, "--epoch", str(epoch),
