@@ -54,10 +54,10 @@ Bytes encode_sync_message(const SyncMessage& m) {
       }
       break;
     case SyncMessageType::kChunk:
-      SHOAL_ASSERT(m.data.size() <= kChunkPieceBytesMax);
-      SHOAL_ASSERT(m.offset + m.data.size() <= m.total);
+      SHOAL_ASSERT(m.piece().size() <= kChunkPieceBytesMax);
+      SHOAL_ASSERT(m.offset + m.piece().size() <= m.total);
       e.array(6).u64(static_cast<std::uint64_t>(m.type)).u64(m.session).bin(m.id).u64(m.total).u64(m.offset).bin(
-          m.data);
+          m.piece());
       break;
     case SyncMessageType::kMissing:
       e.array(3).u64(static_cast<std::uint64_t>(m.type)).u64(m.session).bin(m.id);
@@ -153,6 +153,136 @@ Result<SyncMessage> decode_sync_message(ByteView bytes) {
     return std::unexpected(r.error());
   }
   return m;
+}
+
+namespace {
+
+void put_be(Bytes& out, std::uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) {
+    out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  }
+}
+
+std::uint64_t get_be(const std::uint8_t* p, std::size_t bytes) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < bytes; ++i) {
+    v = (v << 8) | p[i];
+  }
+  return v;
+}
+
+// msgpack's bin header, as msgpack-c's packer writes it (the smallest form).
+void put_bin_header(Bytes& out, std::size_t bytes) {
+  if (bytes < 0x100) {
+    out.push_back(0xc4);
+    out.push_back(static_cast<std::uint8_t>(bytes));
+  } else if (bytes < 0x10000) {
+    out.push_back(0xc5);
+    put_be(out, bytes, 2);
+  } else {
+    out.push_back(0xc6);
+    put_be(out, bytes, 4);
+  }
+}
+
+// Reads a msgpack unsigned integer in any of its forms. False on anything else
+// (the caller then takes the general decoder, which gives the error).
+bool read_uint(ByteView in, std::size_t& at, std::uint64_t& value) {
+  if (at >= in.size()) {
+    return false;
+  }
+  const std::uint8_t tag = in[at++];
+  std::size_t width = 0;
+  if (tag <= 0x7f) {
+    value = tag;
+    return true;
+  }
+  switch (tag) {
+    case 0xcc: width = 1; break;
+    case 0xcd: width = 2; break;
+    case 0xce: width = 4; break;
+    case 0xcf: width = 8; break;
+    default: return false;
+  }
+  if (in.size() - at < width) {
+    return false;
+  }
+  value = get_be(in.data() + at, width);
+  at += width;
+  return true;
+}
+
+bool read_bin_header(ByteView in, std::size_t& at, std::size_t& bytes) {
+  if (at >= in.size()) {
+    return false;
+  }
+  const std::uint8_t tag = in[at++];
+  std::size_t width = 0;
+  switch (tag) {
+    case 0xc4: width = 1; break;
+    case 0xc5: width = 2; break;
+    case 0xc6: width = 4; break;
+    default: return false;
+  }
+  if (in.size() - at < width) {
+    return false;
+  }
+  bytes = static_cast<std::size_t>(get_be(in.data() + at, width));
+  at += width;
+  return true;
+}
+
+// A kChunk message with every check decode_sync_message makes, its piece left
+// in place. nullopt for anything else, including valid messages this does not
+// read (other types): the general decoder then decides.
+std::optional<SyncMessage> decode_chunk_in_place(ByteView in) {
+  std::size_t at = 0;
+  std::uint64_t type = 0;
+  SyncMessage m;
+  if (in.size() < 2 || in[at++] != 0x96 || !read_uint(in, at, type) ||
+      type != static_cast<std::uint64_t>(SyncMessageType::kChunk) || !read_uint(in, at, m.session)) {
+    return std::nullopt;
+  }
+  std::size_t id_bytes = 0;
+  if (!read_bin_header(in, at, id_bytes) || id_bytes != kHashBytes || in.size() - at < kHashBytes) {
+    return std::nullopt;
+  }
+  std::copy_n(in.begin() + static_cast<std::ptrdiff_t>(at), kHashBytes, m.id.begin());
+  at += kHashBytes;
+  std::size_t piece = 0;
+  if (!read_uint(in, at, m.total) || !read_uint(in, at, m.offset) || !read_bin_header(in, at, piece)) {
+    return std::nullopt;
+  }
+  if (m.total > kSyncChunkBytesMax || m.offset > kSyncChunkBytesMax || piece > kChunkPieceBytesMax ||
+      in.size() - at != piece || m.offset + piece > m.total) {
+    return std::nullopt;
+  }
+  m.type = SyncMessageType::kChunk;
+  m.borrowed = in.subspan(at);
+  return m;
+}
+
+}  // namespace
+
+Result<SyncMessage> decode_sync_message_view(ByteView bytes) {
+  if (bytes.size() > kMessageBytesMax) {
+    return decode_sync_message(bytes);  // Refused there, with the general decoder's reason.
+  }
+  if (auto m = decode_chunk_in_place(bytes)) {
+    return std::move(*m);
+  }
+  return decode_sync_message(bytes);
+}
+
+Bytes encode_chunk_head(std::uint64_t session, const ChunkId& id, std::uint64_t total, std::uint64_t offset,
+                        std::size_t piece_bytes) {
+  SHOAL_ASSERT(piece_bytes <= kChunkPieceBytesMax);
+  SHOAL_ASSERT(offset + piece_bytes <= total);
+  Encoder e;
+  e.array(6).u64(static_cast<std::uint64_t>(SyncMessageType::kChunk)).u64(session).bin(id).u64(total).u64(offset);
+  Bytes head = e.take();
+  put_bin_header(head, piece_bytes);
+  return head;
 }
 
 std::optional<std::uint64_t> peek_sync_session(ByteView bytes) {
@@ -251,10 +381,23 @@ void SyncSender::on_message(Instant now, const SyncMessage& m) {
 }
 
 std::optional<Bytes> SyncSender::poll_message(Instant now) {
+  auto parts = poll_parts(now);
+  if (!parts) {
+    return std::nullopt;
+  }
+  Bytes out = std::move(parts->head);
+  out.insert(out.end(), parts->body.begin(), parts->body.end());
+  return out;
+}
+
+std::optional<SyncSender::Parts> SyncSender::poll_parts(Instant now) {
+  // The previous call's body may have pointed into it.
+  finished_.clear();
+  finished_.shrink_to_fit();
   if (end_to_send_) {
     Bytes out = encode_sync_message(*end_to_send_);
     end_to_send_.reset();
-    return out;
+    return Parts{.head = std::move(out), .body = {}};
   }
   if (state_ != SyncState::kActive) {
     return std::nullopt;
@@ -263,7 +406,7 @@ std::optional<Bytes> SyncSender::poll_message(Instant now) {
     offer_sent_ = true;
     SyncMessage offer{.type = SyncMessageType::kOffer, .session = session_, .project = project_, .id = snapshot_};
     offer.size_hint = progress_.size_hint;
-    return encode_sync_message(offer);
+    return Parts{.head = encode_sync_message(offer), .body = {}};
   }
   if (!current_id_) {
     if (requests_.empty()) {
@@ -275,38 +418,38 @@ std::optional<Bytes> SyncSender::poll_message(Instant now) {
     auto bytes = source_.read(id);
     if (!bytes) {
       if (bytes.error().code == Code::kNotFound) {
-        return encode_sync_message(SyncMessage{.type = SyncMessageType::kMissing, .session = session_, .id = id});
+        return Parts{
+            .head = encode_sync_message(SyncMessage{.type = SyncMessageType::kMissing, .session = session_, .id = id}),
+            .body = {}};
       }
       fail(now, bytes.error().code, "reading chunk " + to_hex(id).substr(0, 16) + ": " + bytes.error().message, true);
-      return poll_message(now);
+      return poll_parts(now);
     }
     if (bytes->size() > config_.chunk_bytes_max) {
       fail(now, Code::kFailedPrecondition,
            "chunk " + to_hex(id).substr(0, 16) + " has " + std::to_string(bytes->size()) + " bytes, above the limit",
            true);
-      return poll_message(now);
+      return poll_parts(now);
     }
     current_id_ = id;
     current_ = std::move(*bytes);
     current_offset_ = 0;
   }
   const std::size_t piece = std::min(config_.piece_bytes, current_.size() - current_offset_);
-  SyncMessage m{.type = SyncMessageType::kChunk, .session = session_, .id = *current_id_};
-  m.total = current_.size();
-  m.offset = current_offset_;
-  m.data.assign(current_.begin() + static_cast<std::ptrdiff_t>(current_offset_),
-                current_.begin() + static_cast<std::ptrdiff_t>(current_offset_ + piece));
+  Parts out{.head = encode_chunk_head(session_, *current_id_, current_.size(), current_offset_, piece),
+            .body = ByteView(current_).subspan(current_offset_, piece)};
   current_offset_ += piece;
   if (current_offset_ == current_.size()) {
     ++progress_.chunks_transferred;
     progress_.bytes_transferred += current_.size();
     current_id_.reset();
-    current_.clear();
-    current_.shrink_to_fit();
+    // Kept until the next call: out.body points into it.
+    finished_ = std::move(current_);
+    current_ = Bytes();
     rate_.update(now, progress_.bytes_transferred);
     progress_.bytes_per_second = rate_.bytes_per_second();
   }
-  return encode_sync_message(m);
+  return out;
 }
 
 void SyncSender::on_timer(Instant now) {
@@ -360,7 +503,7 @@ void SyncReceiver::on_message(Instant now, ByteView bytes) {
   if (state_ != SyncState::kActive) {
     return;
   }
-  auto message = decode_sync_message(bytes);
+  auto message = decode_sync_message_view(bytes);
   if (!message) {
     fail(now, Code::kAborted, "malformed message from sender: " + message.error().message, true);
     return;
@@ -463,16 +606,20 @@ void SyncReceiver::handle_chunk(Instant now, const SyncMessage& m) {
     assembly_total_ = m.total;
     assembly_.clear();
   }
-  if (m.total != assembly_total_ || m.offset != assembly_.size() || (m.data.empty() && m.total != 0)) {
+  const ByteView data = m.piece();
+  if (m.total != assembly_total_ || m.offset != assembly_.size() || (data.empty() && m.total != 0)) {
     fail(now, Code::kAborted, "chunk piece out of sequence", true);
     return;
   }
-  if (m.offset + m.data.size() > assembly_total_) {  // decode_sync_message checks it too; the driver may not.
+  if (m.offset + data.size() > assembly_total_) {  // decode_sync_message checks it too; the driver may not.
     fail(now, Code::kAborted, "chunk piece ends past the chunk's size", true);
     return;
   }
+  if (assembly_.empty() && data.size() == assembly_total_) {
+    assembly_.reserve(data.size());  // The usual case, a chunk in one piece: one exact allocation.
+  }
   // Grow only by what arrived: a peer's announced total is not an allocation.
-  assembly_.insert(assembly_.end(), m.data.begin(), m.data.end());
+  assembly_.insert(assembly_.end(), data.begin(), data.end());
   if (assembly_.size() == assembly_total_) {
     chunk_complete(now);
   }

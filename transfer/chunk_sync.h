@@ -78,11 +78,26 @@ struct SyncMessage {
   Bytes data;                      // kChunk.
   Code code = Code::kOk;           // kEnd: kOk = receiver holds the snapshot.
   std::string text;                // kEnd.
+  // kChunk decoded by decode_sync_message_view(): the piece, pointing into the
+  // decoded bytes (data stays empty). Readers use piece().
+  ByteView borrowed{};
+
+  ByteView piece() const { return borrowed.data() != nullptr ? borrowed : ByteView(data); }
 };
 
 Bytes encode_sync_message(const SyncMessage& message);
 // Strict: InvalidArgument on anything malformed, unknown or above a limit.
 Result<SyncMessage> decode_sync_message(ByteView bytes);
+// The same decision on the same bytes, but a kChunk's data is not copied: the
+// result's piece() points into `bytes` and is valid only as long as they are.
+// Chunk pieces are most of what a transfer receives; a general msgpack parse
+// copies each one twice (into its zone, then out of it).
+Result<SyncMessage> decode_sync_message_view(ByteView bytes);
+// A kChunk message as a head (everything before the piece's bytes, exactly as
+// encode_sync_message writes it) to be followed by the piece itself, so that
+// the piece is copied only once, into the channel's frame.
+Bytes encode_chunk_head(std::uint64_t session, const ChunkId& id, std::uint64_t total, std::uint64_t offset,
+                        std::size_t piece_bytes);
 // The session id of an encoded message, for a driver that runs several
 // transfers over one channel. nullopt if it does not parse that far.
 std::optional<std::uint64_t> peek_sync_session(ByteView bytes);
@@ -214,6 +229,14 @@ class SyncSender {
   // The next message to send, produced lazily: chunk data is read from the
   // source only when the driver asks, so memory stays at one chunk.
   std::optional<Bytes> poll_message(Instant now);
+  // The same message in two parts, head then body, to be sent as one (a chunk
+  // piece's body is a view of the chunk being streamed, valid until the next
+  // call). poll_message() is head + body.
+  struct Parts {
+    Bytes head;
+    ByteView body;
+  };
+  std::optional<Parts> poll_parts(Instant now);
   std::optional<Instant> next_deadline() const;
 
   SyncState state() const { return state_; }
@@ -241,6 +264,7 @@ class SyncSender {
   std::optional<ChunkId> current_id_;
   Bytes current_;                 // The chunk being streamed.
   std::size_t current_offset_ = 0;
+  Bytes finished_;                // The chunk whose last piece poll_parts() returned a view of.
   Instant last_heard_;
 };
 

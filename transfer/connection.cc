@@ -127,7 +127,7 @@ void TransferConnection::refuse_offer(Instant now, std::uint64_t session, const 
 }
 
 void TransferConnection::route(Instant now, ByteView message) {
-  auto decoded = decode_sync_message(message);
+  auto decoded = decode_sync_message_view(message);  // A chunk piece stays in the channel's buffer.
   if (!decoded) {
     // A malformed message from an authenticated peer: its sessions cannot be
     // trusted to be in step any more. Fail them all and close the connection.
@@ -206,8 +206,10 @@ void TransferConnection::close(Instant now) {
 }
 
 void TransferConnection::after_channel_input(Instant now) {
-  while (auto m = channel_.poll_message()) {
+  // Messages are read where the channel decrypted them; route() copies what it keeps.
+  while (auto m = channel_.peek_message()) {
     route(now, *m);
+    channel_.pop_message();
   }
   if (channel_.peer_closed() && !close_reported_ && channel_.state() != ChannelState::kFailed) {
     close(now);  // A half-open connection is of no use to transfers: finish it.
@@ -229,6 +231,15 @@ void TransferConnection::after_channel_input(Instant now) {
 
 void TransferConnection::on_bytes(Instant now, ByteView bytes) {
   channel_.on_bytes(now, bytes);
+  after_channel_input(now);
+}
+
+std::span<std::uint8_t> TransferConnection::receive_space(std::size_t bytes_min) {
+  return channel_.receive_space(bytes_min);
+}
+
+void TransferConnection::on_received(Instant now, std::size_t bytes) {
+  channel_.on_received(now, bytes);
   after_channel_input(now);
 }
 
@@ -264,12 +275,24 @@ void TransferConnection::fill(Instant now) {
         it = sessions_.begin();
       }
       Session& s = it->second;
-      auto m = s.sender ? s.sender->poll_message(now) : s.receiver->poll_message(now);
-      if (!m) {
-        continue;
+      Status sent;
+      if (s.sender) {
+        // Head and a view of the chunk: the piece is copied once, into the frame.
+        auto m = s.sender->poll_parts(now);
+        if (!m) {
+          continue;
+        }
+        const ByteView parts[2] = {m->head, m->body};
+        sent = channel_.send_parts(now, parts);
+      } else {
+        auto m = s.receiver->poll_message(now);
+        if (!m) {
+          continue;
+        }
+        sent = channel_.send(now, *m);
       }
       any = true;
-      if (auto sent = channel_.send(now, *m); !sent) {
+      if (!sent) {
         // The transmit buffer is the driver's to drain; a session cannot push a
         // message back, so a refusal here would lose protocol state. fill_bytes
         // is far below transmit_bytes_max, so this only happens on a closed channel.

@@ -70,6 +70,10 @@ class TransferConnection {
 
   // Inputs.
   void on_bytes(Instant now, ByteView bytes);
+  // Zero-copy on_bytes() (SecureChannel::receive_space): read the socket into
+  // the span, then on_received() with the count.
+  std::span<std::uint8_t> receive_space(std::size_t bytes_min);
+  void on_received(Instant now, std::size_t bytes);
   void on_eof(Instant now);
   void on_timer(Instant now);
 
@@ -92,6 +96,8 @@ class TransferConnection {
 
   // Outputs.
   std::optional<Bytes> poll_transmit(Instant now);
+  // A buffer poll_transmit() returned, once written (SecureChannel::recycle_transmit).
+  void recycle_transmit(Bytes&& buffer) { channel_.recycle_transmit(std::move(buffer)); }
   std::optional<ConnectionEvent> poll_event();
   std::optional<Instant> next_deadline() const;
 

@@ -253,15 +253,56 @@ void SecureChannel::queue_record(ByteView body) {
 }
 
 void SecureChannel::on_bytes(Instant now, ByteView bytes) {
-  if (state_ == ChannelState::kFailed || state_ == ChannelState::kClosed) {
+  if (state_ == ChannelState::kFailed || state_ == ChannelState::kClosed || bytes.empty()) {
     return;
   }
-  receive_buffer_.insert(receive_buffer_.end(), bytes.begin(), bytes.end());
+  const std::span<std::uint8_t> space = receive_space(bytes.size());
+  std::memcpy(space.data(), bytes.data(), bytes.size());
+  on_received(now, bytes.size());
+}
+
+void SecureChannel::compact_receive_buffer() {
+  // Only while no delivered message points into the buffer. What moves is at
+  // most one partial record (the loop in process() consumed the rest), so this
+  // costs at most one frame's copy per call.
+  if (!inbox_.empty()) {
+    return;
+  }
+  if (receive_offset_ == receive_end_) {
+    receive_offset_ = 0;
+    receive_end_ = 0;
+    return;
+  }
+  if (receive_offset_ > 0) {
+    std::memmove(receive_buffer_.data(), receive_buffer_.data() + receive_offset_, receive_end_ - receive_offset_);
+    receive_end_ -= receive_offset_;
+    receive_offset_ = 0;
+  }
+}
+
+std::span<std::uint8_t> SecureChannel::receive_space(std::size_t bytes_min) {
+  if (receive_buffer_.size() - receive_end_ < bytes_min) {
+    compact_receive_buffer();
+  }
+  if (receive_buffer_.size() - receive_end_ < bytes_min) {
+    // Grown once to what the driver reads at a time plus a frame; zero-filled
+    // only then. resize() keeps the bytes and the inbox's offsets valid.
+    receive_buffer_.resize(std::max(receive_end_ + bytes_min, 2 * receive_buffer_.size()));
+  }
+  return std::span<std::uint8_t>(receive_buffer_.data() + receive_end_, receive_buffer_.size() - receive_end_);
+}
+
+void SecureChannel::on_received(Instant now, std::size_t bytes) {
+  SHOAL_ASSERT(bytes <= receive_buffer_.size() - receive_end_);
+  if (state_ == ChannelState::kFailed || state_ == ChannelState::kClosed || bytes == 0) {
+    return;
+  }
+  receive_end_ += bytes;
   process(now);
 }
 
 bool SecureChannel::check_preamble() {
-  const std::size_t available = receive_buffer_.size() - receive_offset_;
+  const std::size_t available = receive_end_ - receive_offset_;
   const std::size_t n = std::min(available, kChannelPreamble.size());
   const std::uint8_t* p = receive_buffer_.data() + receive_offset_;
   // Compare what has arrived so far, so a stranger is refused at its first wrong byte.
@@ -287,7 +328,7 @@ void SecureChannel::process(Instant now) {
   }
   while ((state_ == ChannelState::kHandshaking && (preamble_seen_ || config_.role == ChannelRole::kInitiator)) ||
          state_ == ChannelState::kEstablished) {
-    const std::size_t available = receive_buffer_.size() - receive_offset_;
+    const std::size_t available = receive_end_ - receive_offset_;
     if (available < kRecordHeaderBytes) {
       break;
     }
@@ -312,12 +353,11 @@ void SecureChannel::process(Instant now) {
     receive_offset_ += kRecordHeaderBytes + length;
     handle_record(now, std::span<std::uint8_t>(head + kRecordHeaderBytes, length));
   }
-  if (state_ == ChannelState::kFailed || receive_offset_ == receive_buffer_.size()) {
-    receive_buffer_.clear();
-    receive_offset_ = 0;
-  } else if (receive_offset_ >= kCompactThreshold) {
-    receive_buffer_.erase(receive_buffer_.begin(), receive_buffer_.begin() + static_cast<std::ptrdiff_t>(receive_offset_));
-    receive_offset_ = 0;
+  if (state_ == ChannelState::kFailed) {
+    receive_offset_ = receive_end_;  // Nothing after the failure is parsed; delivered messages stay readable.
+  }
+  if (receive_offset_ == receive_end_ || receive_offset_ >= kCompactThreshold) {
+    compact_receive_buffer();
   }
 }
 
@@ -584,11 +624,15 @@ void SecureChannel::rekey_if_due(Direction& d) {
   }
 }
 
-void SecureChannel::send_frame(Instant now, std::uint8_t type, ByteView payload) {
+void SecureChannel::send_frame(Instant now, std::uint8_t type, std::span<const ByteView> parts) {
   SHOAL_ASSERT(state_ == ChannelState::kEstablished);
-  SHOAL_ASSERT(payload.size() <= kMessageBytesMax);
+  std::size_t payload_bytes = 0;
+  for (const ByteView part : parts) {
+    payload_bytes += part.size();
+  }
+  SHOAL_ASSERT(payload_bytes <= kMessageBytesMax);
   SHOAL_ASSERT(send_.counter < UINT64_MAX);  // 2^64 frames: unreachable, but never reuse a nonce.
-  const std::size_t plaintext_bytes = kFrameTypeBytes + payload.size();
+  const std::size_t plaintext_bytes = kFrameTypeBytes + payload_bytes;
   const std::size_t body_bytes = kFrameCounterBytes + plaintext_bytes + kFrameTagBytes;
   SHOAL_ASSERT(body_bytes <= kFrameBytesMax);
 
@@ -597,7 +641,10 @@ void SecureChannel::send_frame(Instant now, std::uint8_t type, ByteView payload)
   put_u64(transmit_, send_.counter);
   const std::size_t header_end = transmit_.size();
   transmit_.push_back(type);
-  transmit_.insert(transmit_.end(), payload.begin(), payload.end());
+  // The one copy of the payload: into the frame, then sealed where it lies.
+  for (const ByteView part : parts) {
+    transmit_.insert(transmit_.end(), part.begin(), part.end());
+  }
   transmit_.resize(start + kRecordHeaderBytes + body_bytes);
   std::uint8_t* header = transmit_.data() + start;
   std::uint8_t* text = transmit_.data() + header_end;
@@ -667,8 +714,10 @@ void SecureChannel::handle_frame(Instant now, std::span<std::uint8_t> body) {
   }
   switch (type) {
     case kFrameData:
-      inbox_.emplace_back(plaintext.begin() + kFrameTypeBytes, plaintext.end());
-      inbox_bytes_ += inbox_.back().size();
+      // Delivered where it was decrypted: no copy until the caller wants one.
+      inbox_.push_back(Delivered{.offset = static_cast<std::size_t>(text + kFrameTypeBytes - receive_buffer_.data()),
+                                 .size = plaintext_bytes - kFrameTypeBytes});
+      inbox_bytes_ += inbox_.back().size;
       return;
     case kFrameKeepalive:
       if (plaintext.size() != 1) {
@@ -696,7 +745,7 @@ void SecureChannel::on_eof(Instant now) {
   if (state_ == ChannelState::kFailed || state_ == ChannelState::kClosed) {
     return;
   }
-  const bool partial = receive_offset_ != receive_buffer_.size();
+  const bool partial = receive_offset_ != receive_end_;
   if (peer_closed_ && !partial) {
     if (closed_by_us_) {
       state_ = ChannelState::kClosed;
@@ -727,17 +776,26 @@ void SecureChannel::on_timer(Instant now) {
 }
 
 Status SecureChannel::send(Instant now, ByteView message) {
+  const ByteView parts[1] = {message};
+  return send_parts(now, parts);
+}
+
+Status SecureChannel::send_parts(Instant now, std::span<const ByteView> parts) {
+  std::size_t bytes = 0;
+  for (const ByteView part : parts) {
+    bytes += part.size();
+  }
   if (state_ != ChannelState::kEstablished || closed_by_us_) {
     return make_error(Code::kFailedPrecondition, "channel is not open for sending");
   }
-  if (message.size() > kMessageBytesMax) {
-    return make_error(Code::kInvalidArgument, "message of " + std::to_string(message.size()) + " bytes, limit " +
+  if (bytes > kMessageBytesMax) {
+    return make_error(Code::kInvalidArgument, "message of " + std::to_string(bytes) + " bytes, limit " +
                                                   std::to_string(kMessageBytesMax));
   }
   if (transmit_.size() >= config_.transmit_bytes_max) {
     return make_error(Code::kResourceExhausted, "transmit buffer full; drain poll_transmit() first");
   }
-  send_frame(now, kFrameData, message);
+  send_frame(now, kFrameData, parts);
   return ok_status();
 }
 
@@ -758,25 +816,61 @@ std::optional<Bytes> SecureChannel::poll_transmit() {
   }
   Bytes out;
   out.swap(transmit_);
-  // The next frames go into a buffer as large as what this one carried, so
-  // that a steady sender does not regrow (copy, and fault in) a fresh buffer
-  // frame by frame: fewer page faults by ~60x in bench/transfer/channel_bench.
-  // Sized by use, not capacity, so a small message after a big one stays small.
-  transmit_.reserve(out.size());
+  if (transmit_spare_.capacity() >= out.size()) {
+    // A buffer the driver wrote and handed back: sealing into it costs no
+    // allocation and no page faults.
+    transmit_.swap(transmit_spare_);
+    transmit_.clear();
+  } else {
+    // The next frames go into a buffer as large as what this one carried, so
+    // that a steady sender does not regrow (copy, and fault in) a fresh buffer
+    // frame by frame: fewer page faults by ~60x in bench/transfer/channel_bench.
+    // Sized by use, not capacity, so a small message after a big one stays small.
+    transmit_.reserve(out.size());
+  }
   return out;
 }
 
-std::optional<Bytes> SecureChannel::poll_message() {
+void SecureChannel::recycle_transmit(Bytes&& buffer) {
+  if (state_ == ChannelState::kFailed) {
+    return;
+  }
+  buffer.clear();
+  if (transmit_.empty() && buffer.capacity() > transmit_.capacity()) {
+    transmit_.swap(buffer);  // The next frames go straight into it.
+  }
+  // Keep the larger of what is left; one spare bounds what an idle channel holds.
+  if (buffer.capacity() > transmit_spare_.capacity()) {
+    transmit_spare_ = std::move(buffer);
+  }
+}
+
+std::optional<ByteView> SecureChannel::peek_message() const {
   if (inbox_.empty()) {
     return std::nullopt;
   }
-  Bytes out = std::move(inbox_.front());
+  return ByteView(receive_buffer_.data() + inbox_.front().offset, inbox_.front().size);
+}
+
+void SecureChannel::pop_message() {
+  SHOAL_ASSERT(!inbox_.empty());
+  SHOAL_ASSERT(inbox_bytes_ >= inbox_.front().size);
+  inbox_bytes_ -= inbox_.front().size;
   inbox_.pop_front();
-  SHOAL_ASSERT(inbox_bytes_ >= out.size());
-  inbox_bytes_ -= out.size();
-  if (state_ == ChannelState::kEstablished && receive_offset_ != receive_buffer_.size()) {
+  if (state_ == ChannelState::kEstablished && receive_offset_ != receive_end_) {
     process(last_received_);  // Frames held back by backpressure; no new time has passed for them.
+  } else if (inbox_.empty()) {
+    compact_receive_buffer();
   }
+}
+
+std::optional<Bytes> SecureChannel::poll_message() {
+  auto view = peek_message();
+  if (!view) {
+    return std::nullopt;
+  }
+  Bytes out(view->begin(), view->end());
+  pop_message();
   return out;
 }
 
@@ -831,6 +925,7 @@ void SecureChannel::fail(FailReason reason, std::string message) {
   }
   error_ = Error{code, std::string(fail_reason_name(reason)) + ": " + message};
   transmit_.clear();
+  transmit_spare_ = Bytes();
   wipe_ephemeral();
   if (metrics_) {
     ++metrics_->failures[static_cast<std::size_t>(reason)];

@@ -7,10 +7,17 @@
 // passed in; randomness comes from the injected Random. Single-threaded.
 // docs/protocol.md ("Secure channel") is the specification and threat model.
 //
-// Call order after any on_*() or send(): poll_message() until empty, then
-// poll_transmit() until empty, then next_deadline() to arm the timer. When
-// state() becomes kFailed the driver closes the socket; nothing more comes
-// out of the channel.
+// Call order after any on_*() or send(): poll_message() (or peek_message() and
+// pop_message()) until empty, then poll_transmit() until empty, then
+// next_deadline() to arm the timer. When state() becomes kFailed the driver
+// closes the socket; nothing more comes out of the channel.
+//
+// Copies: a driver that reads the socket straight into receive_space() and
+// takes messages with peek_message() touches each received byte twice (the
+// kernel's copy and the in-place decryption); one that hands written buffers
+// back through recycle_transmit() sends without allocating. on_bytes() and
+// poll_message() are the same operations with one copy each, for callers that
+// do not care (tests, the handshake).
 
 #include <array>
 #include <cstddef>
@@ -132,6 +139,12 @@ class SecureChannel {
   // Inputs.
   // Bytes read from the socket, split anywhere. Errors put the channel in kFailed.
   void on_bytes(Instant now, ByteView bytes);
+  // Zero-copy form of on_bytes(): writable space of at least `bytes_min` bytes
+  // at the end of the receive buffer (read the socket into it), then
+  // on_received() with how many bytes were written there. The span is valid
+  // until the next call of a non-const method. Invalidates peek_message() views.
+  std::span<std::uint8_t> receive_space(std::size_t bytes_min);
+  void on_received(Instant now, std::size_t bytes);
   // The peer closed its sending side (TCP FIN). Fails with kTruncated unless
   // the peer sent a close frame first.
   void on_eof(Instant now);
@@ -142,12 +155,22 @@ class SecureChannel {
   // not closed by us; InvalidArgument above kMessageBytesMax; ResourceExhausted
   // while transmit_bytes_max bytes are waiting (drain poll_transmit() first).
   [[nodiscard]] Status send(Instant now, ByteView message);
+  // The same for a message given in parts (e.g. a header and a view of a
+  // chunk): they are copied once, into the frame, in order.
+  [[nodiscard]] Status send_parts(Instant now, std::span<const ByteView> parts);
   // Sends a close frame; no more send() after it. The peer's messages still arrive.
   void close(Instant now);
 
   // Outputs.
   std::optional<Bytes> poll_transmit();
+  // Hands back a buffer poll_transmit() returned, once written: the next frames
+  // are sealed into it instead of a fresh allocation (one spare is kept).
+  void recycle_transmit(Bytes&& buffer);
   std::optional<Bytes> poll_message();
+  // The next delivered message without copying it out of the receive buffer.
+  // Valid until pop_message() or any other non-const call.
+  std::optional<ByteView> peek_message() const;
+  void pop_message();
   std::optional<Instant> next_deadline() const;
 
   // Getters.
@@ -197,7 +220,8 @@ class SecureChannel {
   void process(Instant now);
   bool check_preamble();
   void queue_record(ByteView body);
-  void send_frame(Instant now, std::uint8_t type, ByteView payload);
+  void send_frame(Instant now, std::uint8_t type, std::span<const ByteView> parts);
+  void compact_receive_buffer();
   void split(const Symmetric& s);
   Status check_peer(const PublicKey& key);
   void rekey_if_due(Direction& d);
@@ -231,11 +255,22 @@ class SecureChannel {
   Instant last_received_;
   Instant last_sent_;
 
+  // Received bytes live in receive_buffer_[0, receive_end_); its size() is
+  // its capacity (grown, never shrunk, so nothing is zero-filled twice).
+  // Frames are decrypted in place; delivered messages stay where they are
+  // (inbox_ holds their offsets) until popped, so the buffer is compacted only
+  // while the inbox is empty.
   Bytes receive_buffer_;
-  std::size_t receive_offset_ = 0;
-  std::deque<Bytes> inbox_;
+  std::size_t receive_offset_ = 0;  // Start of the first record not yet handled.
+  std::size_t receive_end_ = 0;
+  struct Delivered {
+    std::size_t offset = 0;
+    std::size_t size = 0;
+  };
+  std::deque<Delivered> inbox_;
   std::size_t inbox_bytes_ = 0;
   Bytes transmit_;
+  Bytes transmit_spare_;  // A written buffer handed back by the driver.
 };
 
 }  // namespace shoal::transfer

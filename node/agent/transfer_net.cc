@@ -123,8 +123,7 @@ TransferNet::TransferNet(uv_loop_t* loop, const Identity& identity, const Keyrin
       random_(random),
       store_(store),
       source_(store),
-      authorize_(std::move(authorize)),
-      read_buffer_(new char[kTransferReadBufferBytes]) {
+      authorize_(std::move(authorize)) {
   SHOAL_ASSERT(uv_timer_init(loop_, &retry_timer_) == 0);
   retry_timer_.data = this;
 }
@@ -503,9 +502,12 @@ void TransferNet::start_reading(Conn& c) {
   const int rc = uv_read_start(
       reinterpret_cast<uv_stream_t*>(&c.tcp),
       [](uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
+        // Straight into the channel's receive buffer, where frames are
+        // decrypted in place: the kernel's copy is the only one.
         auto* conn = static_cast<Conn*>(handle->data);
-        buf->base = conn->net->read_buffer_.get();
-        buf->len = kTransferReadBufferBytes;
+        const std::span<std::uint8_t> space = conn->conn->receive_space(kTransferReadBufferBytes);
+        buf->base = reinterpret_cast<char*>(space.data());
+        buf->len = space.size();
       },
       [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
         auto* conn = static_cast<Conn*>(stream->data);
@@ -534,8 +536,9 @@ void TransferNet::on_read(Conn& c, ssize_t nread, const uv_buf_t* buf) {
       return;
     }
   } else {
+    (void)buf;  // It is the connection's own receive_space().
     metrics_.wire_bytes_in += static_cast<std::uint64_t>(nread);
-    c.conn->on_bytes(now, ByteView(reinterpret_cast<const std::uint8_t*>(buf->base), static_cast<std::size_t>(nread)));
+    c.conn->on_received(now, static_cast<std::size_t>(nread));
   }
   pump(c);
 }
@@ -544,6 +547,9 @@ void TransferNet::on_written(WriteReq* req, int status) {
   Conn& c = *req->conn;
   SHOAL_ASSERT(c.queued_bytes >= req->data.size());
   c.queued_bytes -= req->data.size();
+  if (!c.closing && status == 0) {
+    c.conn->recycle_transmit(std::move(req->data));  // The next frames are sealed into it.
+  }
   delete req;
   if (c.closing) {
     return;

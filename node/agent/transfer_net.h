@@ -36,7 +36,9 @@ namespace shoal::agent {
 
 inline constexpr std::size_t kTransferConnectionsMax = 64;             // Open at once, both directions.
 inline constexpr std::size_t kTransferWriteQueueBytesMax = 1 << 20;    // Per connection, handed to uv_write.
-inline constexpr std::size_t kTransferReadBufferBytes = 256 * 1024;   // Shared by all connections.
+// Space offered to each socket read, in the connection's own receive buffer
+// (frames are decrypted where they land): about this plus one frame per connection.
+inline constexpr std::size_t kTransferReadBufferBytes = 256 * 1024;
 inline constexpr std::size_t kTransfersRecentMax = 64;                 // Finished transfers remembered.
 inline constexpr std::size_t kTransfersActiveMax = 256;
 // Inbound connections still in the handshake. A new one past this closes the
@@ -223,7 +225,6 @@ class TransferNet {
   Address bound_;
   bool closing_ = false;
   std::list<std::unique_ptr<Conn>> conns_;
-  std::unique_ptr<char[]> read_buffer_;
   TokenBucket bucket_;
   std::uint64_t next_transfer_id_ = 1;
   std::vector<TransferInfo> active_;

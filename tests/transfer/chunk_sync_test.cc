@@ -553,6 +553,102 @@ TEST(SyncMessageTest, LargestMessagesFitOneFrame) {
   EXPECT_LE(encode_sync_message(get).size(), kGetMessageBytesMax);
 }
 
+// The in-place decoder and the split encoder must agree byte for byte with
+// the general ones, and refuse exactly what decode_sync_message refuses.
+TEST(SyncMessageTest, ChunkHeadAndInPlaceDecodeMatchTheGeneralCodec) {
+  const ChunkId id = blake2b_256(as_bytes("piece"));
+  for (const std::size_t size : {0ul, 1ul, 255ul, 256ul, 65535ul, 65536ul, kChunkPieceBytesMax}) {
+    for (const std::uint64_t session : {std::uint64_t{1}, std::uint64_t{200}, std::uint64_t{1} << 40, UINT64_MAX}) {
+      SyncMessage m{.type = SyncMessageType::kChunk, .session = session, .id = id};
+      m.data.resize(size);
+      for (std::size_t i = 0; i < size; ++i) {
+        m.data[i] = static_cast<std::uint8_t>(i * 7);
+      }
+      m.offset = size == 0 ? 0 : 3;
+      m.total = m.offset + size + 1000;
+      const Bytes whole = encode_sync_message(m);
+      Bytes split = encode_chunk_head(session, id, m.total, m.offset, size);
+      split.insert(split.end(), m.data.begin(), m.data.end());
+      ASSERT_EQ(split, whole) << "size " << size;
+      auto view = decode_sync_message_view(whole);
+      ASSERT_TRUE(view) << view.error().message;
+      EXPECT_TRUE(view->data.empty());  // Not copied...
+      EXPECT_EQ(view->piece().data(), whole.data() + (whole.size() - size));  // ...but pointing into the input.
+      EXPECT_TRUE(std::ranges::equal(view->piece(), m.data));
+      EXPECT_EQ(std::tuple(view->type, view->session, view->id, view->total, view->offset),
+                std::tuple(m.type, m.session, m.id, m.total, m.offset));
+      if (size <= 256) {
+        for (std::size_t cut = 0; cut < whole.size(); ++cut) {
+          EXPECT_FALSE(decode_sync_message_view(ByteView(whole).first(cut))) << "cut " << cut;
+        }
+      }
+    }
+  }
+  // Valid but not minimal (a u64 written in 9 bytes): the general decoder takes it.
+  Encoder e;
+  e.array(6).u64(3).u64(1).bin(id).u64(10).u64(0);
+  Bytes odd = e.take();
+  odd.push_back(0xc4);
+  odd.push_back(2);
+  odd.push_back(5);
+  odd.push_back(6);
+  odd[1] = 0xcf;  // type 3 as a uint64 ...
+  odd.insert(odd.begin() + 2, {0, 0, 0, 0, 0, 0, 0, 3});
+  ASSERT_EQ(odd[9], 3);  // ... = cf 00 00 00 00 00 00 00 03.
+  auto general = decode_sync_message(odd);
+  auto fast = decode_sync_message_view(odd);
+  ASSERT_EQ(general.has_value(), fast.has_value());
+  if (fast) {
+    EXPECT_TRUE(std::ranges::equal(fast->piece(), Bytes{5, 6}));
+  }
+  // Refused by both: piece past the total, trailing byte, oversize piece.
+  Encoder past;
+  past.array(6).u64(3).u64(1).bin(id).u64(2).u64(1).bin(Bytes{1, 2});
+  EXPECT_FALSE(decode_sync_message_view(past.take()));
+  Bytes trailing = encode_sync_message(SyncMessage{.type = SyncMessageType::kChunk, .session = 1, .id = id,
+                                                   .total = 1, .data = {9}});
+  trailing.push_back(0);
+  EXPECT_FALSE(decode_sync_message_view(trailing));
+  Encoder big;
+  big.array(6).u64(3).u64(1).bin(id).u64(kSyncChunkBytesMax).u64(0).bin(Bytes(kChunkPieceBytesMax + 1, 0));
+  EXPECT_FALSE(decode_sync_message_view(big.take()));
+}
+
+TEST(SyncMessageTest, SenderPartsAreTheMessage) {
+  FakeStore source;
+  Bytes chunk(300 * 1024);
+  for (std::size_t i = 0; i < chunk.size(); ++i) {
+    chunk[i] = static_cast<std::uint8_t>(i * 13);
+  }
+  const ChunkId id = blake2b_256(chunk);
+  source.chunks[id] = chunk;
+  SyncConfig config;
+  SyncSender a(config, source, 7, "p", id, 0, Instant{});
+  SyncSender b(config, source, 7, "p", id, 0, Instant{});
+  SyncMessage get{.type = SyncMessageType::kGet, .session = 7};
+  get.ids = {id};
+  a.on_message(Instant{}, get);
+  b.on_message(Instant{}, get);
+  Bytes assembled;
+  for (int i = 0; i < 5; ++i) {  // OFFER, then three pieces, then nothing.
+    auto whole = a.poll_message(Instant{});
+    auto parts = b.poll_parts(Instant{});
+    ASSERT_EQ(whole.has_value(), parts.has_value());
+    if (!whole) {
+      break;
+    }
+    Bytes joined = parts->head;
+    joined.insert(joined.end(), parts->body.begin(), parts->body.end());
+    EXPECT_EQ(joined, *whole);
+    auto m = decode_sync_message_view(joined);
+    ASSERT_TRUE(m);
+    if (m->type == SyncMessageType::kChunk) {
+      assembled.insert(assembled.end(), m->piece().begin(), m->piece().end());
+    }
+  }
+  EXPECT_EQ(assembled, chunk);
+}
+
 // ---- Through a pair of secure channels ----
 
 class ChannelSyncTest : public SyncTest {
