@@ -106,6 +106,7 @@ struct Durable {
   std::map<std::uint64_t, AcceptorRecord> acc;  // By generation.
   std::vector<Copy> copies;                      // Ascending snap.
   bool workdir = false;
+  std::optional<Instant> confirmed_at;  // Checker only: the last push this node confirmed.
 
   const RegisterValue* newest() const {
     for (auto it = acc.rbegin(); it != acc.rend(); ++it) {
@@ -119,7 +120,20 @@ struct Durable {
     return std::any_of(copies.begin(), copies.end(), [&](const Copy& c) { return c.snap == snap; });
   }
   std::uint64_t newest_snap() const { return copies.empty() ? 0 : copies.back().snap; }
+  Copy newest_in_history() const;
 };
+
+// The project's history order: epochs first (a deposed primary's later,
+// unacknowledged save is behind everything the next epoch saved), then
+// creation time within an epoch.
+bool history_before(const Copy& a, const Copy& b) {
+  return a.epoch != b.epoch ? a.epoch < b.epoch : a.snap < b.snap;
+}
+
+Copy Durable::newest_in_history() const {
+  SHOAL_ASSERT(!copies.empty());
+  return *std::max_element(copies.begin(), copies.end(), history_before);
+}
 
 // Called with the number of targets that stored the snapshot, and which.
 using PushDone = std::function<void(std::size_t, std::vector<std::uint32_t>)>;
@@ -151,6 +165,7 @@ struct Live {
   std::map<std::uint32_t, Instant> primary_checked;
   std::map<std::uint32_t, Instant> last_save;
   std::map<std::uint32_t, Instant> collect_checked;
+  std::map<std::uint32_t, Instant> collecting;  // Project -> since when this life collects its copy.
   std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> pushed_seq;  // (project, replica) -> seq.
   std::map<std::uint64_t, PushWait> pushes;                                      // By token.
   Instant next_repair{};
@@ -384,6 +399,14 @@ class PlacementLayer final : public Layer {
     report_.last_fault_s = last_fault_ ? to_seconds(last_fault_->time_since_epoch()) : -1;
     report_.rereplicated_s = rereplicated_ ? to_seconds(*rereplicated_) : -1;
     report_.unconverged_at_end = installed_ ? unconverged(w) : 0;
+    for (std::uint32_t i = 0; i < nodes_.size(); ++i) {
+      if (!nodes_[i].live) {
+        continue;  // Down at the end: whatever its disk holds waits for its return.
+      }
+      for (const auto& [p, d] : nodes_[i].projects) {
+        report_.stray_copies_at_end += !d.copies.empty() && !truth_[p].current.is_replica(w.node_id(i)) ? 1 : 0;
+      }
+    }
     // Invariant 4: every project converged within the bound after the last
     // fault (each at some sample; not necessarily all at one instant, which
     // saves acknowledged by a majority while a replica refused under a read
@@ -464,7 +487,7 @@ class PlacementLayer final : public Layer {
       p.primary = target.primary;
       p.replicas = target.replicas;
       p.state = core::ProjectState::kRunning;
-      p.last_ack = core::SnapshotRef{snap_hash(snap), 1};
+      p.last_ack = core::SnapshotRef{snap_hash(snap), 1, 1};
       p.preferred_dc = preferred;
       AcceptorRecord rec;
       rec.promised = core::Ballot{1, target.primary};
@@ -765,6 +788,19 @@ class PlacementLayer final : public Layer {
     arm(w, i);
   }
 
+  // A linearizable read of the register (a compare-and-set that keeps the value).
+  void read(World& w, std::uint32_t i, std::uint32_t project, Done done) {
+    submit(
+        w, i, project,
+        [](const std::optional<Placement>& current) -> Result<Placement> {
+          if (!current) {
+            return make_error(Code::kNotFound, "no such project");
+          }
+          return *current;
+        },
+        std::move(done), true);
+  }
+
   void flush(World& w, std::uint32_t i, core::ProposerOutput& out) {
     for (const core::Envelope& e : out.send) {
       send(w, i, e.to, e.message);
@@ -947,13 +983,8 @@ class PlacementLayer final : public Layer {
     }
     l.primary_checked[project] = w.now();
     l.busy.insert(project);
-    submit(
-        w, i, project, [](const std::optional<Placement>& current) -> Result<Placement> {
-          if (!current) {
-            return make_error(Code::kNotFound, "no such project");
-          }
-          return *current;
-        },
+    read(
+        w, i, project,
         [this, &w, i, project](Result<RegisterValue> r) {
           Live* live = nodes_[i].live.get();
           if (live == nullptr) {
@@ -963,8 +994,7 @@ class PlacementLayer final : public Layer {
           if (r && r->placement.primary == w.node_id(i)) {
             act_as_primary(w, i, project, r->placement);
           }
-        },
-        true);
+        });
   }
 
   void act_as_primary(World& w, std::uint32_t i, std::uint32_t project, const Placement& placement) {
@@ -1120,6 +1150,13 @@ class PlacementLayer final : public Layer {
       if (w.now() - last->second < o_.save_interval) {
         continue;
       }
+      // Copies already queued on this node's link for longer than a save
+      // interval: a new save would only push repairs further back. Skip
+      // this round. (The agent has no such guard yet: docs/simulation.md.)
+      if (n.xfer_free_at - w.now() > o_.save_interval) {
+        ++report_.saves_deferred;
+        continue;
+      }
       last->second = w.now();
       save(w, i, p);
     }
@@ -1137,13 +1174,8 @@ class PlacementLayer final : public Layer {
         live->saving.erase(project);
       }
     };
-    submit(
-        w, i, project, [](const std::optional<Placement>& current) -> Result<Placement> {
-          if (!current) {
-            return make_error(Code::kNotFound, "no such project");
-          }
-          return *current;
-        },
+    read(
+        w, i, project,
         [this, &w, i, project, fail](Result<RegisterValue> read) {
           if (!read || !nodes_[i].live || read->placement.primary != w.node_id(i)) {
             return fail();
@@ -1202,7 +1234,7 @@ class PlacementLayer final : public Layer {
                      }
                      Placement next = *current;
                      if (next.last_ack.id != id) {
-                       next.last_ack = core::SnapshotRef{id, current->last_ack.seq + 1};
+                       next.last_ack = core::SnapshotRef{id, current->last_ack.seq + 1, epoch};
                      }
                      return next;
                    },
@@ -1216,8 +1248,7 @@ class PlacementLayer final : public Layer {
                      }
                    });
           });
-        },
-        true);
+        });
   }
 
   // The agent's enough_holders: a majority of `replicas` among `holders`, in
@@ -1302,8 +1333,8 @@ class PlacementLayer final : public Layer {
     // than the accepted one, except the acknowledged snapshot itself. An
     // unreadable record refuses too (doubt never stores a fenced snapshot).
     auto it = n.projects.find(project);
-    if (read_fault(n)) {
-      ok = false;
+    if (read_fault(n) || (n.live && n.live->collecting.contains(project))) {
+      ok = false;  // Collecting its own copy: never confirm what it is about to delete.
     } else if (it != n.projects.end()) {
       if (const RegisterValue* v = it->second.newest()) {
         const Placement& p = v->placement;
@@ -1319,6 +1350,7 @@ class PlacementLayer final : public Layer {
         add_copy(project, d, c);
         report_.bytes_copied += c.bytes;
       }
+      d.confirmed_at = w.now();
     }
     Bytes reply{kMsgPushReply};
     put(reply, token, 8);
@@ -1352,40 +1384,40 @@ class PlacementLayer final : public Layer {
         continue;
       }
       l.busy.insert(p);
-      submit(
-          w, i, p, [](const std::optional<Placement>& current) -> Result<Placement> {
-            if (!current) {
-              return make_error(Code::kNotFound, "no such project");
-            }
-            return *current;
-          },
-          [this, &w, i, p, self, listing](Result<RegisterValue> r) {
-            Live* live = nodes_[i].live.get();
-            if (live == nullptr) {
-              return;
-            }
-            live->busy.erase(p);
-            // No answer, or no such project: missing information never deletes.
-            if (!r) {
-              return;
-            }
-            if (r->placement.state != core::ProjectState::kDeleted && r->placement.is_replica(self)) {
-              return;
-            }
-            collect_one(w, i, p, r->placement, listing);
-          },
-          true);
+      read(w, i, p, [this, &w, i, p, self, listing](Result<RegisterValue> r) {
+        Live* live = nodes_[i].live.get();
+        if (live == nullptr) {
+          return;
+        }
+        live->busy.erase(p);
+        // No answer, or no such project: missing information never deletes.
+        if (!r || !obsolete_here(r->placement, self)) {
+          return;
+        }
+        live->collecting[p] = w.now();
+        collect_one(w, i, p, r->placement, listing);
+      });
     }
   }
 
+  static bool obsolete_here(const Placement& fresh, const NodeId& self) {
+    return fresh.state == core::ProjectState::kDeleted || !fresh.is_replica(self);
+  }
+
+  // While a node collects a project it refuses pushes of it (receive_push),
+  // so it never confirms a copy it is about to delete; `collecting` is
+  // cleared on every way out.
   void collect_one(World& w, std::uint32_t i, std::uint32_t project, const Placement& fresh,
                    const std::vector<Copy>& listing) {
     const Copy newest = listing.back();
     PNode& n = nodes_[i];
     const std::optional<RegisterValue> own = local_read(n, project);
-    if (own && own->placement.last_ack.seq > 0 && snap_of(own->placement.last_ack.id) == newest.snap &&
-        fresh.last_ack.seq >= own->placement.last_ack.seq) {
-      forget(w, i, project, newest.snap);
+    // The agent's rule (collect_one): covered by an acknowledged save as far
+    // along the history, or by a later epoch's.
+    if ((fresh.last_ack.seq > 0 && fresh.last_ack.epoch > newest.epoch) ||
+        (own && own->placement.last_ack.seq > 0 && snap_of(own->placement.last_ack.id) == newest.snap &&
+         fresh.last_ack.seq >= own->placement.last_ack.seq)) {
+      forget_if_still_obsolete(w, i, project, newest.snap);
       return;
     }
     std::vector<std::uint32_t> targets;
@@ -1399,9 +1431,29 @@ class PlacementLayer final : public Layer {
         return;
       }
       live->busy.erase(project);
-      if (copied == targets.size()) {
-        forget(w, i, project, newest.snap);
+      if (copied != targets.size()) {
+        live->collecting.erase(project);  // Not every listed replica took it: keep everything.
+        return;
       }
+      forget_if_still_obsolete(w, i, project, newest.snap);
+    });
+  }
+
+  // The agent's forget_if_still_obsolete: a primary may have listed this
+  // node again since the first read; pushes are refused since then, so one
+  // more read shows anything that did.
+  void forget_if_still_obsolete(World& w, std::uint32_t i, std::uint32_t project, std::uint64_t up_to) {
+    nodes_[i].live->busy.insert(project);
+    read(w, i, project, [this, &w, i, project, up_to](Result<RegisterValue> r) {
+      Live* live = nodes_[i].live.get();
+      if (live == nullptr) {
+        return;
+      }
+      live->busy.erase(project);
+      if (r && obsolete_here(r->placement, w.node_id(i))) {
+        forget(w, i, project, up_to);
+      }
+      live->collecting.erase(project);
     });
   }
 
@@ -1435,10 +1487,21 @@ class PlacementLayer final : public Layer {
       return;
     }
     const std::uint64_t acked = snap_of(t.current.last_ack.id);
+    // Listed again while it collected: harmless while the primary has not
+    // counted this copy (it copies last_ack to the node again), harmful once
+    // the node confirmed a push during the collection. Outside a collection
+    // (the deliberate bug) any deletion by a listed node is one.
     if (t.current.is_replica(self) && newest_removed >= acked) {
-      w.violate("no-deletion-on-doubt", what + " although the committed placement lists it");
-      return;
+      const Live* live = nodes_[i].live.get();
+      const auto since = live != nullptr ? live->collecting.find(project) : decltype(live->collecting)::const_iterator{};
+      const bool collecting = live != nullptr && since != live->collecting.end();
+      if (!collecting || (d.confirmed_at && *d.confirmed_at >= since->second)) {
+        w.violate("no-deletion-on-doubt", what + " although the committed placement lists it" +
+                                              (collecting ? " and it confirmed a push while collecting" : ""));
+        return;
+      }
     }
+    const Copy newest_removed_in_history = *std::max_element(removed.begin(), removed.end(), history_before);
     bool covered = false;
     for (const NodeId& r : t.current.replicas) {
       const std::uint32_t j = idx(w, r);
@@ -1446,13 +1509,14 @@ class PlacementLayer final : public Layer {
         continue;
       }
       const auto it = nodes_[j].projects.find(project);
-      if (it != nodes_[j].projects.end() && it->second.newest_snap() >= newest_removed) {
+      if (it != nodes_[j].projects.end() && !it->second.copies.empty() &&
+          !history_before(it->second.newest_in_history(), newest_removed_in_history)) {
         covered = true;
         break;
       }
     }
     if (!covered) {
-      w.violate("no-deletion-on-doubt", what + ", newer than every listed replica's");
+      w.violate("no-deletion-on-doubt", what + ", newer (epoch, then time) than every listed replica's");
     }
   }
 

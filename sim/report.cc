@@ -167,9 +167,9 @@ std::string format_text(const Report& r) {
     const PlacementReport& p = r.placement;
     o << "placement: " << p.projects << " projects, commits " << p.commits << ", failovers " << p.failovers
       << ", moves " << p.moves << ", saves " << p.saves_acked << "/" << p.saves_started << " acknowledged ("
-      << p.saves_failed << " failed), pushes " << p.pushes << " (fenced " << p.pushes_fenced << "), copied "
+      << p.saves_failed << " failed, " << p.saves_deferred << " deferred), pushes " << p.pushes << " (fenced " << p.pushes_fenced << "), copied "
       << fmt("%.1f", static_cast<double>(p.bytes_copied) / (1 << 20)) << " MiB, collected " << p.copies_collected
-      << "\n";
+      << " (stray at the end " << p.stray_copies_at_end << ")\n";
     o << "  proposals " << p.proposals << " (failed " << p.proposals_failed << ", fast path " << p.fast_path
       << ", prepares " << p.prepares << ", conflicts " << p.conflicts << "), injected read faults " << p.read_faults
       << "\n";
@@ -260,9 +260,11 @@ std::string format_json(const Report& r) {
                       {"saves_started", p.saves_started},
                       {"saves_acked", p.saves_acked},
                       {"saves_failed", p.saves_failed},
+                      {"saves_deferred", p.saves_deferred},
                       {"pushes", p.pushes},
                       {"pushes_fenced", p.pushes_fenced},
                       {"bytes_copied", p.bytes_copied},
+                      {"stray_copies_at_end", p.stray_copies_at_end},
                       {"copies_collected", p.copies_collected},
                       {"proposals", p.proposals},
                       {"proposals_failed", p.proposals_failed},

@@ -84,10 +84,12 @@ struct PlacementReport {
   std::uint64_t saves_started = 0;
   std::uint64_t saves_acked = 0;
   std::uint64_t saves_failed = 0;
+  std::uint64_t saves_deferred = 0;  // Periodic saves skipped: the node's link was backlogged.
   std::uint64_t pushes = 0;         // Modelled transfers started.
   std::uint64_t pushes_fenced = 0;  // Refused by the replica: stamped with an older epoch.
   std::uint64_t bytes_copied = 0;   // Modelled bytes stored by receivers.
   std::uint64_t copies_collected = 0;
+  std::uint64_t stray_copies_at_end = 0;  // (live node, project) copies on a node the placement does not list.
   std::uint64_t proposals = 0;
   std::uint64_t proposals_failed = 0;
   std::uint64_t fast_path = 0;      // Proposer stats, summed over every process.

@@ -66,6 +66,11 @@ std::string ProjectService::working_dir(const std::string& project) const {
 }
 
 Status ProjectService::check_incoming(const std::string& project, const Hash256& snapshot, std::uint64_t epoch) {
+  if (collecting_.contains(project)) {
+    ++refused_collecting_;
+    return make_error(Code::kUnavailable, "this node is collecting its obsolete copy of " + project +
+                                              "; the sender retries at its next check");
+  }
   auto value = deps_.placement->local_value(project);
   if (!value) return std::unexpected(value.error());
   if (!*value) return {};  // Nothing known here yet (e.g. the first snapshot of a new project).
@@ -99,6 +104,8 @@ std::string ProjectService::render_metrics() const {
   counter("shoal_project_saves_total", "Acknowledged saves on this node.", saves_ok_);
   counter("shoal_project_saves_failed_total", "Saves that were not acknowledged.", saves_failed_);
   counter("shoal_project_snapshots_fenced_total", "Received snapshots refused for an older epoch.", fenced_);
+  counter("shoal_project_snapshots_refused_collecting_total",
+          "Received snapshots refused while this node collected its obsolete copy.", refused_collecting_);
   counter("shoal_project_copies_collected_total", "Obsolete project copies this node dropped.", copies_collected_);
   return out;
 }
@@ -525,6 +532,7 @@ void ProjectService::start_create(std::uint64_t op, std::string project, std::st
     if (snapshot) {
       first.id = *parse_hash((*snapshot)["id"].get<std::string>());
       first.seq = 1;
+      first.epoch = 1;
     }
     auto commit = [this, op, project, dc, quota, target, first, snapshot](std::size_t holders) {
       const std::size_t needed = core::majority_of(target.replicas.size());
@@ -651,7 +659,7 @@ void ProjectService::save(const std::string& project, std::function<void(Result<
           }
           core::Placement next = *current;
           if (next.last_ack.id != id) {
-            next.last_ack = core::SnapshotRef{id, current->last_ack.seq + 1};
+            next.last_ack = core::SnapshotRef{id, current->last_ack.seq + 1, epoch};
           }
           return next;
         }, [this, snapshot, finish](Result<core::RegisterValue> r) {
@@ -1087,47 +1095,70 @@ void ProjectService::collect_obsolete(Instant now) {
     read_register(project, [this, project](Result<core::RegisterValue> r) {
       busy_.erase(project);
       // No answer, or no such project: missing information never deletes.
-      if (!r) return;
-      if (r->placement.state != core::ProjectState::kDeleted && r->placement.is_replica(deps_.self)) return;
+      if (!r || !obsolete_here(r->placement)) return;
+      collecting_.insert(project);
       collect_one(r->placement);
     });
   }
 }
 
+bool ProjectService::obsolete_here(const core::Placement& fresh) const {
+  return fresh.state == core::ProjectState::kDeleted || !fresh.is_replica(deps_.self);
+}
+
+// Runs with the project in collecting_ and clears it on every way out.
 void ProjectService::collect_one(const core::Placement& fresh) {
   const std::string project = fresh.project;
   auto snaps = deps_.transfers->store().list(project);
-  if (!snaps || snaps->empty()) return;
+  if (!snaps || snaps->empty()) {
+    collecting_.erase(project);
+    return;
+  }
   const auto newest = std::max_element(snaps->begin(), snaps->end(), [](const auto& a, const auto& b) {
     return a.commit.time_ns < b.commit.time_ns;
   });
   const std::string newest_hex = hex_of(newest->id);
-  if (fresh.state == core::ProjectState::kDeleted) {
-    // The operator deleted the project: every replica drops its copy.
-    forget_copy(fresh, newest_hex);
-    return;
-  }
-  // Invariant 3: the listed replicas must hold a copy at least as new as
-  // ours. When our newest is a save this node saw acknowledged (its own,
-  // older record says so) and the committed placement has acknowledged that
-  // one or a later one, a majority of the listed replicas holds a newer
-  // acknowledged save already. Otherwise push ours to every listed replica:
-  // all must take it (or it fails, and we keep everything).
+  // The operator deleted the project (every replica drops its copy), or
+  // invariant 3 holds already, because a majority of the listed replicas
+  // holds an acknowledged save at least as far along the project's history:
+  // our newest is a save this node saw acknowledged (its own, older record
+  // says so) and the committed placement has acknowledged that one or a
+  // later one; or ours was saved at an older epoch than the acknowledged one
+  // (a deposed primary's unacknowledged save, which no listed replica would
+  // take: its edits stay in the working directory set aside below).
   auto own = deps_.placement->local_value(project);
-  if (own && *own && (*own)->placement.last_ack.seq > 0 && (*own)->placement.last_ack.id == newest->id &&
-      fresh.last_ack.seq >= (*own)->placement.last_ack.seq) {
-    forget_copy(fresh, newest_hex);
+  if (fresh.state == core::ProjectState::kDeleted ||
+      (fresh.last_ack.seq > 0 && fresh.last_ack.epoch > newest->commit.epoch) ||
+      (own && *own && (*own)->placement.last_ack.seq > 0 && (*own)->placement.last_ack.id == newest->id &&
+       fresh.last_ack.seq >= (*own)->placement.last_ack.seq)) {
+    forget_if_still_obsolete(project, newest_hex);
     return;
   }
+  // Otherwise push ours to every listed replica: all must take it (or it
+  // fails, and we keep everything).
   busy_.insert(project);
   push_to(project, newest_hex, fresh.replicas, [this, project, fresh, newest_hex](std::vector<NodeId> copied) {
-    busy_.erase(project);
     if (copied.size() != fresh.replicas.size()) {
+      busy_.erase(project);
+      collecting_.erase(project);
       spdlog::info("project {}: keeping this node's copy: only {} of {} listed replicas confirmed {}", project, copied.size(),
                    fresh.replicas.size(), newest_hex.substr(0, 12));
       return;
     }
-    forget_copy(fresh, newest_hex);
+    busy_.erase(project);
+    forget_if_still_obsolete(project, newest_hex);
+  });
+}
+
+// A primary may have listed this node again since the first read (and the
+// copies may have taken long). Refusing pushes since then, read once more:
+// anything that re-listed us committed before this read and shows in it.
+void ProjectService::forget_if_still_obsolete(const std::string& project, const std::string& newest_hex) {
+  busy_.insert(project);
+  read_register(project, [this, project, newest_hex](Result<core::RegisterValue> again) {
+    busy_.erase(project);
+    if (again && obsolete_here(again->placement)) forget_copy(again->placement, newest_hex);
+    collecting_.erase(project);
   });
 }
 

@@ -138,6 +138,8 @@ class ProjectService {
   // once every listed replica holds this node's newest snapshot of it.
   void collect_obsolete(Instant now);
   void collect_one(const core::Placement& fresh);
+  bool obsolete_here(const core::Placement& fresh) const;
+  void forget_if_still_obsolete(const std::string& project, const std::string& newest_hex);
   void forget_copy(const core::Placement& fresh, const std::string& newest_hex);
   void read_register(const std::string& project, std::function<void(Result<core::RegisterValue>)> done);
   void submit_change(const std::string& project, core::ChangeFn change, std::function<void(Result<core::RegisterValue>)> done);
@@ -160,9 +162,14 @@ class ProjectService {
   std::map<std::string, std::uint64_t> pushed_seq_;   // project/replica -> last_ack seq copied there.
   std::map<std::string, Instant> primary_checked_;    // Last fresh read before acting as primary.
   std::map<std::string, Instant> obsolete_checked_;
+  // Projects whose obsolete copy this node is collecting: incoming snapshots
+  // of them are refused meanwhile, so it never confirms a copy to a primary
+  // that listed it again and then deletes it.
+  std::set<std::string> collecting_;
   std::map<std::string, Instant> last_save_;  // Periodic saves: when each running project was last saved here.
   std::set<std::string> saving_;              // Never two saves of one project on this node.
   std::uint64_t fenced_ = 0;                   // Received snapshots refused for an older epoch.
+  std::uint64_t refused_collecting_ = 0;       // Received while collecting the project's copy.
   std::uint64_t failovers_ = 0;                // Failovers this node committed.
   std::uint64_t replicas_replaced_ = 0;
   std::uint64_t saves_ok_ = 0;

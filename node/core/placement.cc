@@ -76,7 +76,7 @@ void encode_placement(Encoder& out, const Placement& p) {
   encode_node(out, p.primary);
   encode_nodes(out, p.replicas);
   out.u64(static_cast<std::uint64_t>(p.state));
-  out.array(2).bin(ByteView(p.last_ack.id.data(), p.last_ack.id.size())).u64(p.last_ack.seq);
+  out.array(3).bin(ByteView(p.last_ack.id.data(), p.last_ack.id.size())).u64(p.last_ack.seq).u64(p.last_ack.epoch);
   out.str(p.preferred_dc).u64(p.quota_bytes);
   out.u64(0);  // Reserved (flags) so old nodes can read newer values.
 }
@@ -90,9 +90,10 @@ Placement decode_placement(Reader& in) {
   p.primary = decode_node(r);
   p.replicas = decode_nodes(r);
   p.state = static_cast<ProjectState>(r.u64_max(kProjectStateMax));
-  Reader ack = r.array(2);
+  Reader ack = r.array(3);
   ack.bin_exact(p.last_ack.id);
   p.last_ack.seq = ack.u64();
+  p.last_ack.epoch = ack.at_end() ? 0 : ack.u64();  // Absent in values written before it existed.
   ack.expect_end();
   p.preferred_dc = r.str(kDcNameBytesMax);
   p.quota_bytes = r.u64();

@@ -35,6 +35,10 @@ Status validate_project_id(std::string_view id);
 struct SnapshotRef {
   Hash256 id{};
   std::uint64_t seq = 0;  // 0 = no snapshot yet; +1 per acknowledged save.
+  // The epoch the snapshot was saved at. A copy of an older epoch than an
+  // acknowledged one is behind it in the project's history (obsolete-copy
+  // collection relies on this; docs/placement.md "Obsolete copies").
+  std::uint64_t epoch = 0;
   bool operator==(const SnapshotRef&) const = default;
 };
 

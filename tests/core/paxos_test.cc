@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace shoal::core {
 namespace {
 
@@ -112,6 +114,7 @@ TEST(Messages, RoundTripEveryKind) {
   v.closed = true;
   v.placement.last_ack.seq = 4;
   v.placement.last_ack.id[0] = 0xab;
+  v.placement.last_ack.epoch = 3;
   v.placement.preferred_dc = "dc-b";
   v.placement.quota_bytes = 1 << 20;
   v.placement.state = ProjectState::kRunning;
@@ -136,6 +139,28 @@ TEST(Messages, RoundTripEveryKind) {
   }
   const auto promise = decode_message(encode_message(all[1]));
   EXPECT_EQ(std::get<Promise>(*promise).value, v);
+}
+
+// Values written before last_ack carried its epoch ([id, seq]) still read,
+// with epoch 0 (older than any real epoch, so they never cover a copy).
+TEST(Messages, LastAckWithoutEpochReadsAsEpochZero) {
+  RegisterValue v = value(0, 1);
+  v.placement.last_ack.seq = 4;
+  v.placement.last_ack.epoch = 3;
+  Bytes wire = encode_message(Promise{"proj", 0, {5, node(3)}, {4, node(2)}, v});
+  // [id (bin 32), seq 4, epoch 3] -> [id, seq 4]
+  const Bytes new_form = {0x93, 0xc4, 0x20};
+  auto at = std::search(wire.begin(), wire.end(), new_form.begin(), new_form.end());
+  ASSERT_NE(at, wire.end());
+  *at = 0x92;
+  const auto epoch_byte = at + 3 + 32 + 1;
+  ASSERT_EQ(*epoch_byte, 0x03);
+  wire.erase(epoch_byte);
+  auto decoded = decode_message(wire);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().message;
+  const RegisterValue back = *std::get<Promise>(*decoded).value;
+  EXPECT_EQ(back.placement.last_ack.seq, 4u);
+  EXPECT_EQ(back.placement.last_ack.epoch, 0u);
 }
 
 TEST(Messages, GarbageAndTruncationAreErrorsNotCrashes) {
