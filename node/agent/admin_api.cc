@@ -138,6 +138,18 @@ AdminReply debug_drop(const json& body, AdminBackend& backend) {
   return {json_response(json{{"dropping", peers->size()}})};
 }
 
+AdminReply debug_health(const json& body, AdminBackend& backend) {
+  if (!backend.fault_injection_enabled()) {
+    return {error_response(403, "fault injection is disabled; start the agent with --enable-fault-injection")};
+  }
+  const auto it = body.find("free_disk_bytes");
+  if (it == body.end() || !(it->is_null() || it->is_number_unsigned())) {
+    return {error_response(400, "expected {\"free_disk_bytes\": BYTES} (a non-negative integer, or null to measure again)")};
+  }
+  backend.set_free_disk_override(it->is_null() ? std::nullopt : std::optional<std::uint64_t>(it->get<std::uint64_t>()));
+  return {json_response(json{{"free_disk_bytes", *it}})};
+}
+
 }  // namespace
 
 HttpResponse error_response(int status, std::string_view message) {
@@ -191,7 +203,7 @@ AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backen
 
   const bool is_post_route = path == "/v1/join" || path == "/v1/leave" || path == "/v1/keys/install" ||
                              path == "/v1/keys/use" || path == "/v1/keys/remove" || path == "/v1/catalog-version" ||
-                             path == "/v1/debug/drop";
+                             path == "/v1/debug/drop" || path == "/v1/debug/health";
   if (!is_post_route) {
     return {error_response(404, "no such endpoint: " + path)};
   }
@@ -215,6 +227,9 @@ AdminReply handle_admin_request(const HttpRequest& request, AdminBackend& backen
   }
   if (path == "/v1/debug/drop") {
     return debug_drop(*body, backend);
+  }
+  if (path == "/v1/debug/health") {
+    return debug_health(*body, backend);
   }
   return change_keys(std::string_view(path).substr(std::string_view("/v1/keys/").size()), *body, backend);
 }

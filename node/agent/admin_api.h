@@ -40,6 +40,9 @@ class AdminBackend {
   virtual void set_catalog_version(std::uint64_t version) = 0;
   virtual bool fault_injection_enabled() const = 0;
   virtual void set_dropped_peers(const std::vector<Address>& peers) = 0;
+  // Fault injection: gossip this free-disk figure instead of the measured one
+  // (nullopt = measure again), so tests can make a node look degraded.
+  virtual void set_free_disk_override(std::optional<std::uint64_t> /*bytes*/) {}
   // Snapshot transfers (/v1/replicate, /v1/transfers); null when the agent runs without them.
   virtual TransferBackend* transfer_backend() { return nullptr; }
   // Project routes (/v1/projects, /v1/operations); null when not running.

@@ -43,6 +43,10 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   void set_catalog_version(std::uint64_t version) override;
   bool fault_injection_enabled() const override { return options_.fault_injection; }
   void set_dropped_peers(const std::vector<Address>& peers) override { net_->set_dropped_peers(peers); }
+  void set_free_disk_override(std::optional<std::uint64_t> bytes) override {
+    free_disk_override_ = bytes;
+    refresh_health();
+  }
   TransferBackend* transfer_backend() override { return transfers_.get(); }
   ProjectService* project_service() override { return projects_.get(); }
 
@@ -86,6 +90,7 @@ class AgentImpl final : public Agent, public AdminBackend, public GossipNetHandl
   bool pump_again_ = false;
   bool members_dirty_ = false;
   bool leaving_ = false;
+  std::optional<std::uint64_t> free_disk_override_;  // Fault injection (/v1/debug/health).
   bool finished_ = false;
 };
 
@@ -211,7 +216,7 @@ Status AgentImpl::init() {
                options_.admin.to_string(), membership_->self().incarnation,
                data_dir_->first_start() ? ", first start" : "");
   if (options_.fault_injection) {
-    spdlog::warn("fault injection is enabled (POST /v1/debug/drop); never use this in production");
+    spdlog::warn("fault injection is enabled (POST /v1/debug/drop, /v1/debug/health); never use this in production");
   }
 
   SHOAL_ASSERT(uv_timer_init(&loop_, &tick_timer_) == 0);
@@ -407,7 +412,9 @@ void AgentImpl::refresh_health() {
   if (leaving_) {
     return;
   }
-  membership_->set_health(monotonic_now(), sample_health(data_dir_->path(), membership_->local_health(), 0));
+  gossip::Health health = sample_health(data_dir_->path(), membership_->local_health(), 0);
+  if (free_disk_override_) health.free_disk_bytes = *free_disk_override_;
+  membership_->set_health(monotonic_now(), std::move(health));
   if (members_dirty_) {
     save_known_members();
   }

@@ -11,6 +11,8 @@
 #include "node/agent/render.h"
 #include "node/agent/subprocess.h"
 #include "node/agent/uv_util.h"
+#include "node/core/health_weight.h"
+#include "node/core/ranking.h"
 
 namespace shoal::agent {
 namespace {
@@ -112,11 +114,20 @@ std::string ProjectService::render_metrics() const {
 
 // --- members -------------------------------------------------------------------
 
+double ProjectService::weight_of(const gossip::Member& m) {
+  core::HealthSignals signals;
+  signals.reported = !m.health.version.empty();  // Every agent sends its version with its health.
+  signals.free_disk_bytes = m.health.free_disk_bytes;
+  signals.local_health = m.health.local_health;
+  signals.stalled = m.stalled;
+  return core::health_weight(signals);
+}
+
 std::vector<core::MemberInfo> ProjectService::member_infos() const {
   std::vector<core::MemberInfo> out;
   for (const gossip::Member& m : deps_.members()) {
     const bool gone = m.status == gossip::MemberStatus::kDead || m.status == gossip::MemberStatus::kLeft;
-    out.push_back({m.id, m.dc, gone ? core::Liveness::kDead : core::Liveness::kAlive, 1.0});
+    out.push_back({m.id, m.dc, gone ? core::Liveness::kDead : core::Liveness::kAlive, weight_of(m)});
   }
   return out;
 }
@@ -124,7 +135,7 @@ std::vector<core::MemberInfo> ProjectService::member_infos() const {
 std::vector<core::Candidate> ProjectService::candidates() const {
   std::vector<core::Candidate> out;
   for (const gossip::Member& m : deps_.members()) {
-    if (m.status == gossip::MemberStatus::kAlive) out.push_back({m.id, m.dc, 1.0});
+    if (m.status == gossip::MemberStatus::kAlive) out.push_back({m.id, m.dc, weight_of(m)});
   }
   return out;
 }
@@ -791,10 +802,16 @@ bool ProjectService::maybe_rebalance(const core::Placement& placement, const std
   // Only members alive for a while draw replicas: a node that flaps, or just
   // came back, does not pull data around.
   std::vector<core::MemberInfo> settled;
+  bool self_degraded = false;
   for (const gossip::Member& m : deps_.members()) {
+    if (m.id == deps_.self) self_degraded = weight_of(m) < 1.0;
     if (m.status == gossip::MemberStatus::kAlive && now - m.status_since >= deps_.rebalance_after) {
-      settled.push_back({m.id, m.dc, core::Liveness::kAlive, 1.0});
+      settled.push_back({m.id, m.dc, core::Liveness::kAlive, weight_of(m)});
     }
+  }
+  if (self_degraded && maybe_hand_off_primary(placement, settled)) {
+    next_rebalance_ = now + kRebalanceInterval;
+    return true;
   }
   auto wanted = core::plan_rebalance(placement, settled, members, deps_.self);
   if (!wanted) return false;
@@ -836,6 +853,24 @@ bool ProjectService::maybe_rebalance(const core::Placement& placement, const std
       primary_checked_.erase(project);
     });
   });
+  return true;
+}
+
+// This node's disk is nearly full or its health is poor: hand the primary
+// role to the best healthy settled node of its DC, as `shoal project move`
+// would (copy the acknowledged snapshot, then epoch + 1 in its slot).
+bool ProjectService::maybe_hand_off_primary(const core::Placement& placement,
+                                            const std::vector<core::MemberInfo>& settled) {
+  std::vector<core::Candidate> healthy;
+  for (const core::MemberInfo& m : settled) {
+    if (m.weight >= 1.0 && m.dc == deps_.self_dc) healthy.push_back({m.id, m.dc, m.weight});
+  }
+  const std::vector<NodeId> ranked = core::rank_in_dc(placement.project, healthy, deps_.self_dc);
+  if (ranked.empty() || ranked.front() == deps_.self) return false;
+  Operation& op = new_operation("move", placement.project);
+  spdlog::warn("project {}: this node is degraded (disk nearly full or poor health): moving the primary to {} "
+               "(operation {})", placement.project, name_of(ranked.front()), op.id);
+  start_move(op.id, placement.project, ranked.front().to_hex());
   return true;
 }
 

@@ -117,6 +117,9 @@ class ProjectService {
   void save(const std::string& project, std::function<void(Result<nlohmann::json>)> done);
   void periodic_saves(Instant now);
   std::optional<gossip::Member> find_member(const std::string& spec) const;
+  // Ranking weight from a member's gossiped health (core::health_weight).
+  static double weight_of(const gossip::Member& m);
+  bool maybe_hand_off_primary(const core::Placement& placement, const std::vector<core::MemberInfo>& settled);
 
   // Runs `shoal snapshot create` of dir; done gets (id hex, the JSON it printed).
   void snapshot_dir(const std::string& project, const std::string& dir, std::uint64_t epoch,

@@ -104,7 +104,14 @@ std::optional<Placement> plan_rebalance(const Placement& fresh, std::span<const 
   for (const NodeId& r : fresh.replicas) {
     if (confirmed_dead(members, r)) return std::nullopt;
   }
-  const std::vector<Candidate> candidates = live_candidates(settled);
+  // Current replicas that are alive compete too, settled or not: a replica
+  // that just restarted keeps its slot unless a settled node outranks it.
+  std::vector<Candidate> candidates = live_candidates(settled);
+  for (const NodeId& r : fresh.replicas) {
+    const MemberInfo* m = find_member(members, r);
+    const bool listed = std::any_of(candidates.begin(), candidates.end(), [&](const Candidate& c) { return c.id == r; });
+    if (m != nullptr && m->liveness == Liveness::kAlive && !listed) candidates.push_back({m->id, m->dc, m->weight});
+  }
   for (const NodeId& r : fresh.replicas) {
     if (r == self) continue;
     const MemberInfo* m = find_member(members, r);

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "node/core/health_weight.h"
+
 namespace shoal::core {
 namespace {
 
@@ -142,6 +144,59 @@ TEST(PlanRebalance, MovesANonPrimaryReplicaToABetterRankedSettledNodeOnly) {
   EXPECT_FALSE(plan_rebalance(f.p, f.members, f.members, node(2)));
   f.kill(4);
   EXPECT_FALSE(plan_rebalance(f.p, f.members, f.members, node(0)));
+}
+
+TEST(PlanRebalance, AReplicaThatJustRestartedKeepsItsSlot) {
+  Fixture f;
+  // Replica 2 (dc b) is absent from the settled view (it restarted a moment
+  // ago); node 3 is settled but ranks below it: nothing moves.
+  const std::vector<Candidate> b = {{node(2), "b", 1.0}, {node(3), "b", 1.0}};
+  const std::vector<Candidate> c = {{node(4), "c", 1.0}, {node(5), "c", 1.0}};
+  for (int i = 0;; ++i) {
+    f.p.project = "proj-" + std::to_string(i);
+    if (rank_in_dc(f.p.project, b, "b").front() == node(2) && rank_in_dc(f.p.project, c, "c").front() == node(4)) break;
+  }
+  std::vector<MemberInfo> settled = f.members;
+  settled.erase(settled.begin() + 2);
+  EXPECT_FALSE(plan_rebalance(f.p, settled, f.members, node(0)));
+}
+
+TEST(PlanRebalance, ADegradedReplicaLosesItsSlotToAHealthyNodeOfItsDc) {
+  Fixture f;
+  const std::vector<Candidate> b = {{node(2), "b", 1.0}, {node(3), "b", 1.0}};
+  const std::vector<Candidate> c = {{node(4), "c", 1.0}, {node(5), "c", 1.0}};
+  for (int i = 0;; ++i) {
+    f.p.project = "proj-" + std::to_string(i);
+    if (rank_in_dc(f.p.project, b, "b").front() == node(2) && rank_in_dc(f.p.project, c, "c").front() == node(4)) break;
+  }
+  EXPECT_FALSE(plan_rebalance(f.p, f.members, f.members, node(0)));  // Healthy: 2 is the best of b.
+  HealthSignals full_disk;
+  full_disk.reported = true;
+  full_disk.free_disk_bytes = 100 << 20;
+  f.members[2].weight = health_weight(full_disk);
+  const auto next = plan_rebalance(f.p, f.members, f.members, node(0));
+  ASSERT_TRUE(next);
+  EXPECT_TRUE(next->is_replica(node(3)));
+  EXPECT_FALSE(next->is_replica(node(2)));
+  EXPECT_TRUE(next->is_replica(node(4)));
+}
+
+TEST(HealthWeight, DegradedOnlyOnEvidence) {
+  HealthSignals h;
+  EXPECT_FALSE(is_degraded(h));  // Never reported: no information moves nothing.
+  h.reported = true;
+  h.free_disk_bytes = kLowFreeDiskBytes;
+  EXPECT_FALSE(is_degraded(h));
+  EXPECT_EQ(health_weight(h), 1.0);
+  h.free_disk_bytes = kLowFreeDiskBytes - 1;
+  EXPECT_TRUE(is_degraded(h));
+  EXPECT_EQ(health_weight(h), kDegradedWeight);
+  h.free_disk_bytes = kLowFreeDiskBytes * 10;
+  h.local_health = kDegradedLocalHealth;
+  EXPECT_TRUE(is_degraded(h));
+  h.local_health = 0;
+  h.stalled = true;
+  EXPECT_TRUE(is_degraded(h));
 }
 
 TEST(PlanPrimaryStep, ReplaceThenOpenThenCopyAndNothingOnAReplica) {

@@ -164,6 +164,44 @@ class LifecycleTest(unittest.TestCase):
         # node-1's copy is collected once the listed replicas hold its newest.
         c.wait_for(lambda: not self.snapshots(a1, project), 40, "node-1's obsolete copy to be collected")
 
+    def test_a_degraded_node_hands_off_its_primary_and_loses_its_replica_slot(self):
+        c, agents = self.cluster(5, 6, extra=("--rebalance-after", "2s", "--enable-fault-injection"))
+        by_name = {a.name: a for a in agents}
+        for a in agents:  # Plenty of disk everywhere, whatever this machine has.
+            a.http("POST", "/v1/debug/health", {"free_disk_bytes": 1 << 40})
+        time.sleep(3)  # Settled (--rebalance-after) and the health gossiped.
+        src = os.path.join(c.root, "src")
+        self.make_tree(src, {"data": os.urandom(200_000)})
+        agents[0].cli("project", "create", "--id", "ailing", "--from", src)
+        before = self.where(agents[0], "ailing")
+        primary = by_name[before["primary"]]
+        replica = by_name[next(r for r in before["replicas"] if r != primary.name)]
+        peer_of = {a.name: next(b for b in agents if b.dc == a.dc and b is not a) for a in agents}
+        # Both nodes' disks "fill": they gossip it, every ranking weighs them
+        # down, the primary hands its role to the other node of its DC and
+        # the replica's slot goes to the other node of its DC.
+        for sick in (primary, replica):
+            sick.http("POST", "/v1/debug/health", {"free_disk_bytes": 0})
+
+        def moved():
+            w = self.where(agents[0], "ailing")
+            return (w["primary"] == peer_of[primary.name].name and primary.name not in w["replicas"]
+                    and replica.name not in w["replicas"] and peer_of[replica.name].name in w["replicas"])
+        c.wait_for(moved, 60, "the degraded primary and replica to be replaced by their DC peers")
+        after = self.where(agents[0], "ailing")
+        self.assertEqual(after["epoch"], before["epoch"] + 1)  # One primary change, no more.
+        self.assertEqual(after["last_ack"], before["last_ack"])
+        snap = after["last_ack"]["snapshot"]
+        for name in after["replicas"]:
+            self.assertIn(snap, [s["id"] for s in self.snapshots(by_name[name], "ailing")], name)
+        # The degraded nodes' copies go once the listed replicas hold them.
+        c.wait_for(lambda: not self.snapshots(primary, "ailing") and not self.snapshots(replica, "ailing"), 60,
+                   "the degraded nodes' obsolete copies to be collected")
+        # The route is a test switch: refused without --enable-fault-injection (see debug/drop) and on bad bodies.
+        with self.assertRaises(urllib.error.HTTPError) as bad:
+            agents[0].http("POST", "/v1/debug/health", {"free_disk_bytes": "lots"})
+        self.assertEqual(bad.exception.code, 400)
+
     def test_garbage_bodies_on_project_routes_get_clear_400s(self):
         c, agents = self.cluster(4, 1)
         a0 = agents[0]
