@@ -205,7 +205,8 @@ Status AgentImpl::init() {
       .members = [this] { return membership_->members(); },
       .publish = [this](const std::string& line) { admin_->publish_event(line); },
       .save_interval = options_.save_interval,
-      .rebalance_after = options_.rebalance_after});
+      .rebalance_after = options_.rebalance_after,
+      .holdings_changed = [this] { set_catalog_version(membership_->self().catalog_version + 1); }});
   transfers_->set_commit_check([this](const std::string& project, const storage::ChunkId& snapshot,
                                       const storage::Commit& commit) {
     return projects_->check_incoming(project, snapshot, commit.epoch);
@@ -358,6 +359,10 @@ void AgentImpl::handle_event(const gossip::Event& event) {
       spdlog::info("member {} ({} {}, dc {}): {} (incarnation {})", m.name, m.id.short_hex(), m.addr.to_string(),
                    m.dc, kind, m.incarnation);
       mark_members_dirty();
+      break;
+    case gossip::EventKind::kCatalogChanged:
+      spdlog::debug("member {}: {}", m.name, kind);
+      if (projects_) projects_->on_catalog_changed(m.id);
       break;
     default:
       spdlog::debug("member {}: {}", m.name, kind);

@@ -77,7 +77,11 @@ Status ProjectService::check_incoming(const std::string& project, const Hash256&
   if (!value) return std::unexpected(value.error());
   if (!*value) return {};  // Nothing known here yet (e.g. the first snapshot of a new project).
   const core::Placement& p = (*value)->placement;
-  if (epoch >= p.epoch || (p.last_ack.seq > 0 && p.last_ack.id == snapshot)) return {};
+  if (epoch >= p.epoch || (p.last_ack.seq > 0 && p.last_ack.id == snapshot)) {
+    // About to store it: let the other replicas know (they may lack it too).
+    if (deps_.holdings_changed) deps_.holdings_changed();
+    return {};
+  }
   ++fenced_;
   return make_error(Code::kFailedPrecondition, "snapshot of " + project + " stamped with epoch " +
                                                    std::to_string(epoch) + " refused: this replica has accepted epoch " +
@@ -106,6 +110,8 @@ std::string ProjectService::render_metrics() const {
   counter("shoal_project_saves_total", "Acknowledged saves on this node.", saves_ok_);
   counter("shoal_project_saves_failed_total", "Saves that were not acknowledged.", saves_failed_);
   counter("shoal_project_snapshots_fenced_total", "Received snapshots refused for an older epoch.", fenced_);
+  counter("shoal_project_snapshots_pulled_total", "Acknowledged snapshots a replica pulled because it lacked them.",
+          pulls_);
   counter("shoal_project_snapshots_refused_collecting_total",
           "Received snapshots refused while this node collected its obsolete copy.", refused_collecting_);
   counter("shoal_project_copies_collected_total", "Obsolete project copies this node dropped.", copies_collected_);
@@ -676,6 +682,7 @@ void ProjectService::save(const std::string& project, std::function<void(Result<
         }, [this, snapshot, finish](Result<core::RegisterValue> r) {
           if (!r) return finish(std::unexpected(r.error()));
           publish_placement(*r, "saved");
+          if (deps_.holdings_changed) deps_.holdings_changed();
           json result{{"placement", placement_json(*r)}, {"snapshot", snapshot["id"]}};
           for (const char* key : {"files", "logical_bytes", "new_bytes"}) {
             if (snapshot.contains(key)) result[key] = snapshot[key];
@@ -918,6 +925,88 @@ void ProjectService::start_restore(std::uint64_t op, const std::string& project,
 
 // --- repair loop ----------------------------------------------------------------------
 
+void ProjectService::on_catalog_changed(const NodeId& member) {
+  if (member == deps_.self) return;
+  auto values = deps_.placement->local_values();
+  if (!values) return;
+  for (const core::RegisterValue& value : *values) {
+    const core::Placement& p = value.placement;
+    if (p.is_replica(member) && p.is_replica(deps_.self) && p.primary != deps_.self) {
+      auto it = pull_checked_.find(p.project);
+      if (it != pull_checked_.end()) it->second = Instant{};  // Due now (not "first": no fresh read).
+    }
+  }
+  next_repair_ = Instant{};
+}
+
+// This node's record may be old (it missed the accepts while it was down),
+// so the first check after start reads the register afresh; later ones
+// trust the record, which the accepts keep current while the node is up.
+void ProjectService::maybe_pull(const core::Placement& placement, Instant now) {
+  const std::string project = placement.project;
+  if (collecting_.contains(project)) return;
+  // Every kPrimaryCheckInterval per project (sooner after a catalog change):
+  // holds() reads the store.
+  auto checked = pull_checked_.find(project);
+  const bool first = checked == pull_checked_.end();
+  if (!first && now - checked->second < kPrimaryCheckInterval) return;
+  pull_checked_[project] = now;
+  if (!first) return pull_if_lacking(placement, now);
+  busy_.insert(project);
+  read_register(project, [this, project](Result<core::RegisterValue> r) {
+    busy_.erase(project);
+    if (!r || !r->placement.is_replica(deps_.self) || r->placement.primary == deps_.self) return;
+    pull_if_lacking(r->placement, monotonic_now());
+  });
+}
+
+void ProjectService::pull_if_lacking(const core::Placement& placement, Instant now) {
+  const std::string project = placement.project;
+  if (placement.last_ack.seq == 0 || busy_.contains(project) || holds(project, placement.last_ack)) return;
+  std::vector<NodeId> others;
+  for (const NodeId& r : placement.replicas) {
+    if (r != deps_.self) others.push_back(r);
+  }
+  busy_.insert(project);
+  const std::string snapshot_hex = hex_of(placement.last_ack.id);
+  const NodeId primary = placement.primary;
+  deps_.placement->inquire(project, placement.last_ack.id, others, now,
+                           [this, project, snapshot_hex, primary](PlacementService::Answers answers) {
+    // The primary first, it has the data and the freshest view.
+    std::optional<NodeId> source;
+    for (const auto& [node, answer] : answers) {
+      if (answer.holds && (!source || node == primary)) source = node;
+    }
+    if (!source) {
+      busy_.erase(project);
+      return;
+    }
+    ReplicateRequest request;
+    request.project = project;
+    request.snapshot = snapshot_hex;
+    request.from = source->to_hex();
+    auto id = deps_.transfers->replicate(request);
+    if (!id) {
+      busy_.erase(project);
+      spdlog::info("project {}: cannot pull {} from {}: {}", project, snapshot_hex.substr(0, 12), name_of(*source),
+                   id.error().message);
+      return;
+    }
+    spdlog::info("project {}: pulling the acknowledged snapshot {} from {}", project, snapshot_hex.substr(0, 12),
+                 name_of(*source));
+    TransferWait wait;
+    wait.ids.push_back(*id);
+    wait.nodes.push_back(*source);
+    wait.done = [this, project](std::vector<NodeId> done) {
+      busy_.erase(project);
+      if (done.empty()) return;
+      ++pulls_;
+      if (deps_.holdings_changed) deps_.holdings_changed();
+    };
+    transfer_waits_.push_back(std::move(wait));
+  });
+}
+
 void ProjectService::tick(Instant now) {
   // Finished transfer waits.
   for (std::size_t i = 0; i < transfer_waits_.size();) {
@@ -986,6 +1075,7 @@ void ProjectService::repair_one(const core::Placement& placement, Instant now) {
                               (absent_is_gone && core::find_member(members, placement.primary) == nullptr);
     if (!primary_gone) {
       primary_dead_since_.erase(project);
+      maybe_pull(placement, now);
       return;
     }
     auto [since, fresh] = primary_dead_since_.try_emplace(project, now);
@@ -1214,6 +1304,7 @@ void ProjectService::forget_copy(const core::Placement& fresh, const std::string
     if (ec) spdlog::warn("project {}: cannot set the old working directory aside: {}", project, ec.message());
   }
   ++copies_collected_;
+  if (deps_.holdings_changed) deps_.holdings_changed();
   spdlog::info("project {}: collected this node's obsolete copy ({} snapshots); the replicas hold {}", project,
                forgot->removed.size(), newest_hex.substr(0, 12));
   // Free the chunks in a child: gc waits for running saves, the loop must not.

@@ -59,6 +59,9 @@ class ProjectService {
     std::function<void(const std::string& line)> publish;  // One /v1/events line.
     Duration save_interval = seconds(300);  // Periodic saves of running projects; 0 = off.
     Duration rebalance_after = seconds(600);  // Members alive this long draw replicas; 0 = off.
+    // This node's store gained or lost snapshots: bump the gossiped catalog
+    // version, so replicas of its projects look for what they lack.
+    std::function<void()> holdings_changed;
   };
   explicit ProjectService(Deps deps);
 
@@ -66,6 +69,11 @@ class ProjectService {
   std::optional<AdminReply> handle(const HttpRequest& request);
   // Called often (every ~200 ms): transfer waits, and the repair loop once per kRepairInterval.
   void tick(Instant now);
+
+  // A member's gossiped catalog version changed (it stored or dropped a
+  // snapshot): look again, at the next repair round, for acknowledged
+  // snapshots this node lacks.
+  void on_catalog_changed(const NodeId& member);
 
   std::string working_dir(const std::string& project) const;
   // Prometheus text: placement messages, changes, failovers, saves, fencing.
@@ -119,6 +127,10 @@ class ProjectService {
   std::optional<gossip::Member> find_member(const std::string& spec) const;
   // Ranking weight from a member's gossiped health (core::health_weight).
   static double weight_of(const gossip::Member& m);
+  // Anti-entropy on a replica: its record names an acknowledged snapshot it
+  // lacks; ask the other replicas who holds it and pull from one.
+  void maybe_pull(const core::Placement& placement, Instant now);
+  void pull_if_lacking(const core::Placement& placement, Instant now);
   bool maybe_hand_off_primary(const core::Placement& placement, const std::vector<core::MemberInfo>& settled);
 
   // Runs `shoal snapshot create` of dir; done gets (id hex, the JSON it printed).
@@ -169,6 +181,8 @@ class ProjectService {
   // of them are refused meanwhile, so it never confirms a copy to a primary
   // that listed it again and then deletes it.
   std::set<std::string> collecting_;
+  std::map<std::string, Instant> pull_checked_;  // Project -> last anti-entropy attempt.
+  std::uint64_t pulls_ = 0;                      // Acknowledged snapshots pulled by this replica.
   std::map<std::string, Instant> last_save_;  // Periodic saves: when each running project was last saved here.
   std::set<std::string> saving_;              // Never two saves of one project on this node.
   std::uint64_t fenced_ = 0;                   // Received snapshots refused for an older epoch.

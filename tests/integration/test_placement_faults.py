@@ -20,6 +20,7 @@ Ports: 27500-27999 (slot k uses 27500 + 40 k). Keep the trees with SHOAL_KEEP_TM
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -172,6 +173,43 @@ class PlacementFaultTest(PlacementHelpers, unittest.TestCase):
             other = [a for a in c.agents if a is not primary][i % (len(c.agents) - 1)]
             self.assertEqual(self.where(other, p)["last_ack"]["snapshot"], saved, f"{p}: save not acknowledged")
         return expected
+
+    # ---- 0. anti-entropy: a replica that missed a save pulls it by itself --------------
+
+    def test_a_replica_that_missed_a_save_pulls_it_while_the_primary_is_paused(self):
+        """The replica was down during a save (acknowledged by the primary and the third
+        replica); it restarts while the primary is paused (SIGSTOP, so nobody pushes to
+        it and nobody fails over), reads the register afresh, asks the other replicas
+        who holds the acknowledged snapshot, and pulls it from the third one."""
+        c, agents = self.cluster(2, 3)
+        names = self.by_name(c)
+        src = os.path.join(c.root, "src", "ae")
+        make_project_dir(src, doc_subtrees(1)[0], "ae")
+        placement = json.loads(agents[0].cli("project", "create", "--id", "ae", "--from", src, "--json").stdout)
+        primary = names[placement["primary"]]
+        lagging, third = [names[r] for r in placement["replicas"] if r != primary.name]
+        work = self.workdir(primary, "ae")
+        c.wait_for(lambda: os.path.isdir(work) and tree_diff(src, work) == [], 30, "the working directory")
+
+        lagging.kill9()
+        change_tree(work, "ae")
+        saved = primary.cli("project", "save", "ae").stdout.strip()
+        self.assertIn(saved, self.snapshot_ids(third, "ae"))
+        primary.signal(signal.SIGSTOP)
+        self.addCleanup(lambda: primary.signal(signal.SIGCONT) if primary.running() else None)
+        lagging.start()  # No --join: it rejoins from the members it saved.
+        c.wait_for(lambda: saved in self.snapshot_ids(lagging, "ae"), 25,
+                   f"{lagging.name} to pull {saved[:12]} from {third.name} while {primary.name} is paused")
+        def pulled():
+            return [line for line in urllib.request.urlopen(f"http://{lagging.admin}/metrics", timeout=5).read()
+                    .decode().splitlines() if line.startswith("shoal_project_snapshots_pulled_total ")]
+        # The counter moves when the agent sees the transfer done (next tick), just after the catalog shows it.
+        c.wait_for(lambda: pulled() == ["shoal_project_snapshots_pulled_total 1"], 5, "the pull to be counted")
+        primary.signal(signal.SIGCONT)
+        self.assertEqual(self.where(third, "ae")["last_ack"]["snapshot"], saved)
+        r = subprocess.run([SHOAL, "snapshot", "verify", "--store", os.path.join(lagging.data_dir, "store"),
+                            "--project", "ae"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     # ---- 1. restart catch-up, collection of obsolete copies ---------------------------
 
