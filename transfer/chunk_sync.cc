@@ -714,9 +714,11 @@ Status SyncReceiver::expand(const ChunkId& manifest) {
   return ok_status();
 }
 
-Status SyncReceiver::walk() {
+Status SyncReceiver::walk(std::size_t manifests_max) {
   // Pause while enough work is queued: the queue, not the tree, bounds memory.
-  while (!expand_stack_.empty() && want_data_.size() + want_manifests_.size() < config_.want_queue_max) {
+  for (std::size_t n = 0; n < manifests_max && !expand_stack_.empty() &&
+                          want_data_.size() + want_manifests_.size() < config_.want_queue_max;
+       ++n) {
     const ChunkId manifest = expand_stack_.back();
     expand_stack_.pop_back();
     SHOAL_TRY_STATUS(expand(manifest));
@@ -750,16 +752,24 @@ std::optional<Bytes> SyncReceiver::poll_message(Instant now) {
     wanted_.insert(id);
     want_data_.push_front(Want{.ref = ChunkRef{.id = id, .kind = ChunkKind::kData}, .attempts = attempts});
   }
-  if (auto walked = walk(); !walked) {
-    fail(now, walked.error().code, walked.error().message, true);
-    return poll_message(now);
+  const std::size_t room = config_.window_chunks - std::min(config_.window_chunks, in_flight_.size());
+  const bool can_ask = room > 0 && (!want_manifests_.empty() || !want_data_.empty());
+  // Requests first: what the walk found goes out before it reads more
+  // manifests, so the sender streams while this end walks. With requests in
+  // flight the walk goes in steps (their answers bring the next poll); with
+  // none, it runs until it finds something to ask for or ends.
+  if (!can_ask) {
+    const std::size_t step = in_flight_.empty() ? SIZE_MAX : kWalkManifestsPerPoll;
+    if (auto walked = walk(step); !walked) {
+      fail(now, walked.error().code, walked.error().message, true);
+      return poll_message(now);
+    }
   }
   if (!progress_.walk_complete && expand_stack_.empty() && want_manifests_.empty() &&
       std::none_of(in_flight_.begin(), in_flight_.end(),
                    [](const Want& w) { return w.ref.kind == ChunkKind::kManifest; })) {
     progress_.walk_complete = true;  // No manifest left to read: chunks_wanted is final.
   }
-  const std::size_t room = config_.window_chunks - std::min(config_.window_chunks, in_flight_.size());
   if (room > 0 && (!want_manifests_.empty() || !want_data_.empty())) {
     SyncMessage get{.type = SyncMessageType::kGet, .session = session_};
     const std::size_t batch = std::min(room, config_.get_batch);

@@ -54,6 +54,10 @@ inline constexpr std::size_t kEndTextBytesMax = 1024;
 inline constexpr std::uint64_t kSyncChunkBytesMax = (256ull << 20) + 64;
 // How often a receiver that waits only for its sink's deferred verifications polls it.
 inline constexpr Duration kVerifyPollInterval = milliseconds(1);
+// Manifests a receiver expands per poll while requests are in flight: their
+// answers bring the next poll, so the walk of a large unchanged tree goes on
+// between them instead of holding back the requests for what it already found.
+inline constexpr std::size_t kWalkManifestsPerPoll = 32;
 // Worst-case encodings, to prove every message fits one channel frame.
 inline constexpr std::size_t kChunkMessageOverheadMax = 1 + 1 + 9 + 2 + kHashBytes + 9 + 9 + 5;
 inline constexpr std::size_t kGetMessageBytesMax = 1 + 1 + 9 + 5 + kGetIdsMax * (2 + kHashBytes);
@@ -304,7 +308,9 @@ class SyncReceiver {
   void handle_offer(Instant now, const SyncMessage& message);
   void handle_chunk(Instant now, const SyncMessage& message);
   void chunk_complete(Instant now);
-  Status walk();
+  // Expands present manifests until the want queues are full or the stack is
+  // empty; at most manifests_max of them (the walk then continues at the next poll).
+  Status walk(std::size_t manifests_max);
   Status expand(const ChunkId& manifest);
   void maybe_commit(Instant now);
   void update_eta(Instant now);
