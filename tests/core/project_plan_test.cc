@@ -118,16 +118,22 @@ TEST(PlanReplaceDead, AbsentReplicaIsReplacedOnlyOnceTheViewIsSettled) {
   EXPECT_FALSE(plan_replace_dead(g.p, g.members, node(0), true));
 }
 
+// The first project id "proj-N" for which, at equal weights, `best` ranks
+// first in dc b (nodes 2, 3) and node 4 first in dc c (nodes 4, 5).
+std::string project_where_best_of_b_is(const NodeId& best) {
+  const std::vector<Candidate> b = {{node(2), "b", 1.0}, {node(3), "b", 1.0}};
+  const std::vector<Candidate> c = {{node(4), "c", 1.0}, {node(5), "c", 1.0}};
+  for (int i = 0;; ++i) {
+    std::string project = "proj-" + std::to_string(i);
+    if (rank_in_dc(project, b, "b").front() == best && rank_in_dc(project, c, "c").front() == node(4)) return project;
+  }
+}
+
 TEST(PlanRebalance, MovesANonPrimaryReplicaToABetterRankedSettledNodeOnly) {
   Fixture f;
   // Replicas 0 (primary, dc a), 2 (dc b), 4 (dc c). Pick a project id for
   // which node 3 outranks replica 2 in dc b, and 4 stays best in c.
-  const std::vector<Candidate> b = {{node(2), "b", 1.0}, {node(3), "b", 1.0}};
-  const std::vector<Candidate> c = {{node(4), "c", 1.0}, {node(5), "c", 1.0}};
-  for (int i = 0;; ++i) {
-    f.p.project = "proj-" + std::to_string(i);
-    if (rank_in_dc(f.p.project, b, "b").front() == node(3) && rank_in_dc(f.p.project, c, "c").front() == node(4)) break;
-  }
+  f.p.project = project_where_best_of_b_is(node(3));
   const auto next = plan_rebalance(f.p, f.members, f.members, node(0));
   {
     ASSERT_TRUE(next);
@@ -150,12 +156,7 @@ TEST(PlanRebalance, AReplicaThatJustRestartedKeepsItsSlot) {
   Fixture f;
   // Replica 2 (dc b) is absent from the settled view (it restarted a moment
   // ago); node 3 is settled but ranks below it: nothing moves.
-  const std::vector<Candidate> b = {{node(2), "b", 1.0}, {node(3), "b", 1.0}};
-  const std::vector<Candidate> c = {{node(4), "c", 1.0}, {node(5), "c", 1.0}};
-  for (int i = 0;; ++i) {
-    f.p.project = "proj-" + std::to_string(i);
-    if (rank_in_dc(f.p.project, b, "b").front() == node(2) && rank_in_dc(f.p.project, c, "c").front() == node(4)) break;
-  }
+  f.p.project = project_where_best_of_b_is(node(2));
   std::vector<MemberInfo> settled = f.members;
   settled.erase(settled.begin() + 2);
   EXPECT_FALSE(plan_rebalance(f.p, settled, f.members, node(0)));
@@ -163,12 +164,7 @@ TEST(PlanRebalance, AReplicaThatJustRestartedKeepsItsSlot) {
 
 TEST(PlanRebalance, ADegradedReplicaLosesItsSlotToAHealthyNodeOfItsDc) {
   Fixture f;
-  const std::vector<Candidate> b = {{node(2), "b", 1.0}, {node(3), "b", 1.0}};
-  const std::vector<Candidate> c = {{node(4), "c", 1.0}, {node(5), "c", 1.0}};
-  for (int i = 0;; ++i) {
-    f.p.project = "proj-" + std::to_string(i);
-    if (rank_in_dc(f.p.project, b, "b").front() == node(2) && rank_in_dc(f.p.project, c, "c").front() == node(4)) break;
-  }
+  f.p.project = project_where_best_of_b_is(node(2));
   EXPECT_FALSE(plan_rebalance(f.p, f.members, f.members, node(0)));  // Healthy: 2 is the best of b.
   HealthSignals full_disk;
   full_disk.reported = true;
