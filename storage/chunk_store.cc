@@ -108,72 +108,127 @@ Result<Bytes> decode_chunk(ByteView stored, const ChunkId& expected) {
   return plain;
 }
 
-Result<ChunkStore> ChunkStore::open(Env& env) {
+Result<ChunkStore> ChunkStore::open(Env& env, const std::string& store_dir) {
   auto table = env.table(kTable);
   if (!table) {
     return std::unexpected(table.error());
   }
-  return ChunkStore(*table);
+  return ChunkStore(env, *table, store_dir);
 }
 
-Result<bool> ChunkStore::put_encoded(Txn& write_txn, const ChunkId& id, ByteView stored) {
-  SHOAL_ASSERT(stored.size() >= kChunkHeaderBytes);
+Result<std::optional<ChunkLocation>> ChunkStore::locate(Txn& txn, const ChunkId& id) {
   MDB_val k = key_of(id);
-  MDB_val v{stored.size(), const_cast<std::uint8_t*>(stored.data())};
+  MDB_val v{};
+  const int rc = mdb_get(txn.raw(), table_, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    return std::optional<ChunkLocation>();
+  }
+  if (rc != 0) {
+    return std::unexpected(from_mdb(rc, "look up chunk"));
+  }
+  auto loc = decode_location(ByteView(static_cast<const std::uint8_t*>(v.mv_data), v.mv_size));
+  if (!loc) {
+    return make_error(Code::kCorruption, "chunk " + to_hex(id).substr(0, 16) + ": index entry of " +
+                                             std::to_string(v.mv_size) + " bytes is malformed");
+  }
+  return std::optional<ChunkLocation>(*loc);
+}
+
+Result<bool> ChunkStore::put_located(Txn& write_txn, const ChunkId& id, const ChunkLocation& loc) {
+  const Bytes value = encode_location(loc);
+  MDB_val k = key_of(id);
+  MDB_val v{value.size(), const_cast<std::uint8_t*>(value.data())};
   const int rc = mdb_put(write_txn.raw(), table_, &k, &v, MDB_NOOVERWRITE);
   if (rc == MDB_KEYEXIST) {
     return false;
   }
   if (rc != 0) {
-    return std::unexpected(from_mdb(rc, "store chunk"));
+    return std::unexpected(from_mdb(rc, "index chunk"));
   }
   return true;
 }
 
-Result<bool> ChunkStore::put_raw(Txn& write_txn, const ChunkId& id, ByteView stored) {
-  auto plain = decode_chunk(stored, id);
-  if (!plain) {
-    return std::unexpected(plain.error());
+Result<bool> ChunkStore::relocate(Txn& write_txn, const ChunkId& id, const ChunkLocation& from, const ChunkLocation& to) {
+  auto now = locate(write_txn, id);
+  if (!now) {
+    return std::unexpected(now.error());
   }
-  return put_encoded(write_txn, id, stored);
+  if (!*now || **now != from) {
+    return false;
+  }
+  SHOAL_TRY_STATUS(write_txn.put(table_, id, encode_location(to)));
+  return true;
 }
 
-Result<std::optional<Bytes>> ChunkStore::get_raw(Txn& txn, const ChunkId& id) {
-  return txn.get(table_, id);
+Result<std::optional<Bytes>> ChunkStore::read_stored(Txn& txn, const ChunkId& id) {
+  auto loc = locate(txn, id);
+  if (!loc) {
+    return std::unexpected(loc.error());
+  }
+  if (!*loc) {
+    return std::optional<Bytes>();
+  }
+  auto bytes = reader_->read(**loc);
+  if (bytes && bytes->size() >= kChunkHeaderBytes && stored_plain_size(*bytes) == (*loc)->plain) {
+    return std::optional<Bytes>(std::move(*bytes));
+  }
+  if (txn.read_only()) {
+    // gc may have re-pointed the entry and deleted (or hole-punched) the old
+    // pack after `txn` began; what the store holds now is what counts.
+    auto fresh = Txn::begin_read(*env_);
+    if (fresh) {
+      auto again = locate(*fresh, id);
+      if (again && *again != *loc) {
+        reader_->forget((*loc)->pack);
+        if (!*again) {
+          return std::optional<Bytes>();
+        }
+        auto retry = reader_->read(**again);
+        if (!retry) {
+          return std::unexpected(retry.error());
+        }
+        return std::optional<Bytes>(std::move(*retry));
+      }
+    }
+  }
+  if (!bytes) {
+    return std::unexpected(Error{bytes.error().code, "chunk " + to_hex(id).substr(0, 16) + ": " + bytes.error().message});
+  }
+  return std::optional<Bytes>(std::move(*bytes));  // Damaged; decode_chunk says how.
 }
+
+Result<std::optional<Bytes>> ChunkStore::get_raw(Txn& txn, const ChunkId& id) { return read_stored(txn, id); }
 
 Result<Bytes> ChunkStore::get(Txn& txn, const ChunkId& id) {
-  MDB_val k = key_of(id);
-  MDB_val v{};
-  const int rc = mdb_get(txn.raw(), table_, &k, &v);
-  if (rc == MDB_NOTFOUND) {
+  auto stored = read_stored(txn, id);
+  if (!stored) {
+    return std::unexpected(stored.error());
+  }
+  if (!*stored) {
     return make_error(Code::kNotFound, "chunk " + to_hex(id).substr(0, 16) + " is missing");
   }
-  if (rc != 0) {
-    return std::unexpected(from_mdb(rc, "read chunk"));
-  }
-  return decode_chunk(ByteView(static_cast<const std::uint8_t*>(v.mv_data), v.mv_size), id);
+  return decode_chunk(**stored, id);
 }
 
 Result<std::optional<std::size_t>> ChunkStore::stored_size(Txn& txn, const ChunkId& id) {
+  auto loc = locate(txn, id);
+  if (!loc) {
+    return std::unexpected(loc.error());
+  }
+  return *loc ? std::optional<std::size_t>((*loc)->length) : std::optional<std::size_t>();
+}
+
+Result<bool> ChunkStore::contains(Txn& txn, const ChunkId& id) {
   MDB_val k = key_of(id);
   MDB_val v{};
   const int rc = mdb_get(txn.raw(), table_, &k, &v);
   if (rc == MDB_NOTFOUND) {
-    return std::optional<std::size_t>();
+    return false;
   }
   if (rc != 0) {
     return std::unexpected(from_mdb(rc, "look up chunk"));
   }
-  return std::optional<std::size_t>(v.mv_size);
-}
-
-Result<bool> ChunkStore::contains(Txn& txn, const ChunkId& id) {
-  auto size = stored_size(txn, id);
-  if (!size) {
-    return std::unexpected(size.error());
-  }
-  return size->has_value();
+  return true;
 }
 
 Result<std::vector<ChunkId>> ChunkStore::missing(Txn& txn, std::span<const ChunkId> ids) {
@@ -195,5 +250,34 @@ Result<std::vector<ChunkId>> ChunkStore::missing(Txn& txn, std::span<const Chunk
 }
 
 Result<bool> ChunkStore::remove(Txn& write_txn, const ChunkId& id) { return write_txn.del(table_, id); }
+
+Status ChunkWriter::add(const ChunkId& id, ByteView stored) {
+  SHOAL_ASSERT(stored.size() >= kChunkHeaderBytes);
+  auto loc = packs_.append(stored, stored_plain_size(stored));
+  if (!loc) {
+    return std::unexpected(loc.error());
+  }
+  pending_.emplace_back(id, *loc);
+  return {};
+}
+
+Status ChunkWriter::sync() { return packs_.sync(); }
+
+Result<ChunkWriter::Indexed> ChunkWriter::index_into(Txn& write_txn) {
+  SHOAL_ASSERT(!packs_.dirty());  // sync() first: never index bytes a crash could lose.
+  Indexed out;
+  for (const auto& [id, loc] : pending_) {
+    auto added = chunks_->put_located(write_txn, id, loc);
+    if (!added) {
+      return std::unexpected(added.error());
+    }
+    if (*added) {
+      ++out.chunks_new;
+      out.bytes_new += loc.length;
+    }
+  }
+  pending_.clear();
+  return out;
+}
 
 }  // namespace shoal::storage

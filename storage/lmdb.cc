@@ -135,7 +135,7 @@ Result<Txn> Txn::begin_read(Env& env) {
   if (rc != 0) {
     return std::unexpected(from_mdb(rc, "begin read transaction"));
   }
-  return Txn(txn);
+  return Txn(txn, true);
 }
 
 Result<Txn> Txn::begin_write(Env& env) {
@@ -144,7 +144,7 @@ Result<Txn> Txn::begin_write(Env& env) {
   if (rc != 0) {
     return std::unexpected(from_mdb(rc, "begin write transaction"));
   }
-  return Txn(txn);
+  return Txn(txn, false);
 }
 
 Txn::~Txn() { abort(); }

@@ -60,7 +60,7 @@ class Txn {
  public:
   static Result<Txn> begin_read(Env& env);
   static Result<Txn> begin_write(Env& env);
-  Txn(Txn&& other) noexcept : txn_(other.txn_) { other.txn_ = nullptr; }
+  Txn(Txn&& other) noexcept : txn_(other.txn_), read_only_(other.read_only_) { other.txn_ = nullptr; }
   Txn& operator=(Txn&&) = delete;
   ~Txn();  // Aborts if neither committed nor aborted.
 
@@ -74,10 +74,12 @@ class Txn {
   Status commit();
   void abort();
   MDB_txn* raw() const { return txn_; }
+  bool read_only() const { return read_only_; }
 
  private:
-  explicit Txn(MDB_txn* txn) : txn_(txn) {}
+  Txn(MDB_txn* txn, bool read_only) : txn_(txn), read_only_(read_only) {}
   MDB_txn* txn_;
+  bool read_only_;
 };
 
 }  // namespace shoal::storage

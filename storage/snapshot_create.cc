@@ -6,11 +6,14 @@
 //  2. contents: files whose (size, mtime, inode, ctime) match the project's
 //     file cache reuse their chunk lists unread; the others flow through a
 //     pipeline: the calling thread reads and cuts chunks (FastCDC), worker
-//     threads hash and compress, one writer thread stores chunks in LMDB
-//     transactions of ~64 MiB. Results are addressed by (file, chunk index),
-//     so the snapshot is the same whatever the thread count or timing;
-//  3. commit: trees are built bottom-up and stored as chunks, then the Commit,
-//     the catalog entry and the file-cache updates go in one final transaction.
+//     threads hash and compress, one writer thread appends new chunks to this
+//     save's pack file and, every 32 MiB or 16,384 chunks, syncs it and
+//     indexes them in one LMDB transaction. Results are addressed by (file,
+//     chunk index), so the snapshot is the same whatever the thread count or
+//     timing;
+//  3. commit: trees are built bottom-up and appended with the Commit to a
+//     pack of their own, which is synced; then their index entries, the
+//     catalog entry and the file-cache updates go in one final transaction.
 // The project's save lock is held from the start, the shared gc lock too, so
 // gc cannot delete a chunk this save deduplicated against.
 
@@ -48,15 +51,17 @@ using internal::join_path;
 
 constexpr std::string_view kQuotaExceeded = "quota exceeded";
 
-// Stored bytes per chunk transaction. LMDB holds a transaction's dirty pages
-// in memory until commit, so this bounds memory; each commit costs one fsync.
-// Puts are bounded too: each small chunk lands in a random B-tree leaf and
-// dirties a whole 4 KiB page.
+// Per chunk batch (one pack sync, one index transaction): bounds the bytes
+// a crash can orphan and the dirty index pages LMDB holds in memory until
+// commit (each put of a random id dirties a whole 4 KiB leaf).
 constexpr std::size_t kBatchBytesMax = 32u << 20;
-constexpr std::size_t kBatchPutsMax = 4096;
+// Each batch rewrites (copy-on-write) every index leaf it touches, and random
+// ids touch nearly all of them: fewer, larger batches leave fewer freed pages
+// in data.mdb. 16,384 puts dirty at most ~the whole index of a 1 GiB store.
+constexpr std::size_t kBatchPutsMax = 16384;
 constexpr std::uint64_t kReleaseMapEveryBytes = 4u << 20;
-constexpr std::size_t kQueueJobsMax = 32;          // Chunks in flight per queue (<= 8 MiB at 256 KiB).
-constexpr std::size_t kReadBufferBytes = 4u << 20;
+constexpr std::size_t kQueueJobsMax = 16;          // Chunks in flight per queue (<= 4 MiB at 256 KiB).
+constexpr std::size_t kReadBufferBytes = 1u << 20;
 constexpr unsigned kWorkersMax = 16;
 
 std::int64_t ns_of(const struct timespec& ts) {
@@ -173,7 +178,11 @@ Status scan_tree(const std::string& root, Scan& scan) {
   return {};
 }
 
-// The file cache entry: [path, size, mtime_ns, inode, ctime_ns, [chunk ids]].
+// The file cache entry: [size, mtime_ns, inode, ctime_ns, chunk ids (one bin
+// of 32-byte ids back to back)]. The key is BLAKE2b(path), so the path itself
+// is not repeated (a 256-bit collision is not a practical concern); one bin
+// instead of an array of bins saves two bytes per id. An entry that does not
+// parse (an older layout, damage) is a miss: the file is read again.
 Bytes cache_key(const Bytes& prefix, const std::string& rel) {
   Bytes key = prefix;
   const Hash256 h = blake2b_256(as_bytes(rel));
@@ -182,44 +191,43 @@ Bytes cache_key(const Bytes& prefix, const std::string& rel) {
 }
 
 Bytes encode_cache_entry(const ScanFile& f) {
-  Encoder enc;
-  enc.array(6).bin(as_bytes(f.rel)).u64(f.read_size).i64(f.mtime_ns).u64(f.inode).i64(f.ctime_ns);
-  enc.array(static_cast<std::uint32_t>(f.chunks.size()));
+  Bytes ids;
+  ids.reserve(f.chunks.size() * kHashBytes);
   for (const auto& id : f.chunks) {
-    enc.bin(id);
+    ids.insert(ids.end(), id.begin(), id.end());
   }
+  Encoder enc;
+  enc.array(5).u64(f.read_size).i64(f.mtime_ns).u64(f.inode).i64(f.ctime_ns).bin(ids);
   return enc.take();
 }
 
 // True and fills f.chunks when the entry matches the file exactly.
 bool cache_matches(ByteView value, ScanFile& f) {
   auto decoded = Decoded::parse(value, DecodeLimits{.input_bytes_max = kStoredChunkPlainMax,
-                                                    .array_items_max = kFileChunksMax,
+                                                    .array_items_max = 8,
                                                     .map_items_max = 0,
                                                     .str_bytes_max = 0,
-                                                    .bin_bytes_max = 1u << 16,
-                                                    .depth_max = 3});
+                                                    .bin_bytes_max = kFileChunksMax * kHashBytes,
+                                                    .depth_max = 2});
   if (!decoded) {
     return false;  // A damaged cache entry only costs a re-read.
   }
-  Reader r = decoded->root(6);
-  const Bytes rel = r.bin(1u << 16);
+  Reader r = decoded->root(5);
   const std::uint64_t size = r.u64();
   const std::int64_t mtime = r.i64();
   const std::uint64_t inode = r.u64();
   const std::int64_t ctime = r.i64();
-  if (!r.ok() || as_string_view(rel) != f.rel || size != f.size || mtime != f.mtime_ns || inode != f.inode ||
-      ctime != f.ctime_ns) {
+  if (!r.ok() || size != f.size || mtime != f.mtime_ns || inode != f.inode || ctime != f.ctime_ns) {
     return false;
   }
-  Reader ids = r.array(kFileChunksMax);
-  std::vector<ChunkId> chunks(ids.size());
-  for (auto& id : chunks) {
-    ids.bin_exact(id);
-  }
+  const Bytes ids = r.bin(kFileChunksMax * kHashBytes);
   r.expect_end();
-  if (!r.ok()) {
+  if (!r.ok() || ids.size() % kHashBytes != 0) {
     return false;
+  }
+  std::vector<ChunkId> chunks(ids.size() / kHashBytes);
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    std::memcpy(chunks[i].data(), ids.data() + i * kHashBytes, kHashBytes);
   }
   f.chunks = std::move(chunks);
   return true;
@@ -347,8 +355,8 @@ Result<CreateResult> SnapshotStore::create(const CreateOptions& options) {
                         "'. No snapshot was added and existing snapshots are untouched. Free space on the file system "
                         "holding " + dir_ + ", then retry; `shoal snapshot gc --store " + dir_ +
                         "` removes chunks this save left behind, and `shoal snapshot prune --store " + dir_ +
-                        " --project ID --keep-last N` followed by gc frees room for new saves inside the store "
-                        "(its file does not shrink, freed pages are reused).");
+                        " --project ID --keep-last N` followed by gc frees room (gc deletes and compacts pack files "
+                        "holding garbage).");
 }
 
 Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) {
@@ -492,21 +500,34 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
       }
     });
   }
+  // One pack writer for the save's data chunks (trees get their own in
+  // phase 3). Each batch: append, sync the pack, index in one
+  // transaction (never an entry for bytes a crash could lose).
+  ChunkWriter chunk_writer(chunks_);
   std::thread writer([&] {
-    std::optional<Txn> txn;
     std::size_t batch_bytes = 0;
-    std::size_t batch_puts = 0;
     auto commit_batch = [&] {
-      if (txn && !error.failed()) {
+      if (chunk_writer.pending() > 0 && !error.failed()) {
         fault_point("chunk_batch_commit");
-        if (auto s = commit_at(*txn, "chunk_batch_commit"); !s) {
+        Status s = chunk_writer.sync();
+        if (s) {
+          auto txn = Txn::begin_write(*env_);
+          if (!txn) {
+            s = std::unexpected(txn.error());
+          } else if (auto added = chunk_writer.index_into(*txn); !added) {
+            s = std::unexpected(added.error());
+          } else {
+            new_bytes += added->bytes_new;
+            chunks_new += added->chunks_new;
+            s = commit_at(*txn, "chunk_batch_commit");
+          }
+        }
+        if (!s) {
           error.set(s.error());
         }
-        env_->release_mapped_pages();  // Existence checks touched leaf pages; keep RSS flat.
+        env_->release_mapped_pages();  // Index puts touched leaf pages; keep RSS flat.
       }
-      txn.reset();
       batch_bytes = 0;
-      batch_puts = 0;
     };
     while (auto r = results.pop()) {
       auto& list = file_chunks[r->file];
@@ -517,29 +538,13 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
       if (!r->stored || error.failed()) {
         continue;
       }
-      if (!txn) {
-        auto t = Txn::begin_write(*env_);
-        if (!t) {
-          error.set(t.error());
-          continue;
-        }
-        txn.emplace(std::move(*t));
-      }
-      auto added = chunks_.put_encoded(*txn, r->id, *r->stored);
-      if (!added) {
-        error.set(added.error());
+      if (auto s = chunk_writer.add(r->id, *r->stored); !s) {
+        error.set(s.error());
         continue;
       }
-      if (*added) {
-        new_bytes += r->stored->size();
-        ++chunks_new;
-        batch_bytes += r->stored->size();
-        fault_point("chunk_put");
-        if (chunks_new % 256 == 0) {
-          env_->release_mapped_pages();  // Puts read B-tree pages through the map; keep RSS flat.
-        }
-      }
-      if (batch_bytes >= kBatchBytesMax || ++batch_puts >= kBatchPutsMax) {
+      batch_bytes += r->stored->size();
+      fault_point("chunk_put");
+      if (batch_bytes >= kBatchBytesMax || chunk_writer.pending() >= kBatchPutsMax) {
         commit_batch();
       }
     }
@@ -717,67 +722,90 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
     }
   }
 
-  // Phase 3: trees, commit, catalog and file cache in one transaction.
-  auto txn = Txn::begin_write(*env_);
-  if (!txn) {
-    return std::unexpected(txn.error());
-  }
+  // Phase 3: trees and the Commit are appended to a pack of their own and
+  // synced; then their index entries, the catalog entry and the file cache
+  // go in one transaction. Listings apart from data: damage to a data pack
+  // (a truncated file) then costs only the files whose chunks are in it, and
+  // walking trees (gc's mark, verify, diff) reads a few small packs.
+  SHOAL_ASSERT(chunk_writer.pending() == 0);  // The writer's last batch indexed everything.
+  ChunkWriter tree_writer(chunks_);
   Commit commit{.project = project, .time_ns = options.now_ns, .parent = std::nullopt, .tree = {},
                 .epoch = options.epoch};
   std::vector<ChunkId> dir_tree(scan.dirs.size());
-  for (std::size_t d = scan.dirs.size(); d-- > 0;) {
-    if (d % 256 == 0) {
-      env_->release_mapped_pages();  // Each put probes a random leaf (see the cache lookups).
+  {
+    auto rtxn = Txn::begin_read(*env_);
+    if (!rtxn) {
+      return std::unexpected(rtxn.error());
     }
-    std::vector<TreeEntry> entries;
-    entries.reserve(scan.dirs[d].children.size());
-    for (const auto& c : scan.dirs[d].children) {
-      TreeEntry e{.name = c.name, .kind = c.kind, .mode = c.mode, .mtime_ns = c.mtime_ns};
-      if (c.kind == EntryKind::kFile) {
-        const ScanFile& f = scan.files[c.index];
-        if (f.failed) {
-          continue;
-        }
-        e.size = f.read_size;
-        e.chunks = f.chunks;
-        ++commit.files;
-      } else if (c.kind == EntryKind::kDir) {
-        SHOAL_ASSERT(c.index > d);  // Pre-order numbering: children were built first.
-        e.tree = dir_tree[c.index];
-        ++commit.dirs;
-      } else {
-        e.target = c.target;
-        ++commit.symlinks;
+    ChunkIdSet added_trees;
+    for (std::size_t d = scan.dirs.size(); d-- > 0;) {
+      if (d % 256 == 0) {
+        env_->release_mapped_pages();  // Each lookup probes a random leaf (see the cache lookups).
       }
-      entries.push_back(std::move(e));
+      std::vector<TreeEntry> entries;
+      entries.reserve(scan.dirs[d].children.size());
+      for (const auto& c : scan.dirs[d].children) {
+        TreeEntry e{.name = c.name, .kind = c.kind, .mode = c.mode, .mtime_ns = c.mtime_ns};
+        if (c.kind == EntryKind::kFile) {
+          const ScanFile& f = scan.files[c.index];
+          if (f.failed) {
+            continue;
+          }
+          e.size = f.read_size;
+          e.chunks = f.chunks;
+          ++commit.files;
+        } else if (c.kind == EntryKind::kDir) {
+          SHOAL_ASSERT(c.index > d);  // Pre-order numbering: children were built first.
+          e.tree = dir_tree[c.index];
+          ++commit.dirs;
+        } else {
+          e.target = c.target;
+          ++commit.symlinks;
+        }
+        entries.push_back(std::move(e));
+      }
+      const Bytes plain = encode_tree(entries);
+      dir_tree[d] = chunk_id_of(plain);
+      auto has = chunks_.contains(*rtxn, dir_tree[d]);
+      if (!has) {
+        return std::unexpected(has.error());
+      }
+      if (!*has && added_trees.insert(dir_tree[d]).second) {
+        const Bytes stored = encode_chunk(plain, level);
+        SHOAL_TRY_STATUS(tree_writer.add(dir_tree[d], stored));
+        new_bytes += stored.size();
+        ++chunks_new;
+      }
     }
-    const Bytes plain = encode_tree(entries);
-    dir_tree[d] = chunk_id_of(plain);
-    const Bytes stored = encode_chunk(plain, level);
-    auto added = chunks_.put_encoded(*txn, dir_tree[d], stored);
-    if (!added) {
-      return std::unexpected(added.error());
-    }
-    if (*added) {
-      new_bytes += stored.size();
-      ++chunks_new;
+    // Parent: the project's newest snapshot (saves of this project are
+    // excluded by the save lock, so it cannot change before the commit).
+    Bytes last_key;
+    SHOAL_TRY_STATUS(rtxn->scan(tables_.catalog, prefix, [&](ByteView key, ByteView) {
+      if (key.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), key.begin())) {
+        return false;
+      }
+      last_key.assign(key.begin(), key.end());
+      return true;
+    }));
+    if (auto parsed = internal::parse_catalog_key(last_key)) {
+      commit.parent = parsed->id;
     }
   }
   commit.tree = dir_tree[0];
   commit.logical_bytes = logical;
+  commit.new_bytes = new_bytes;
+  const Bytes commit_plain = encode_commit(commit);
+  const ChunkId snapshot_id = chunk_id_of(commit_plain);
+  SHOAL_TRY_STATUS(tree_writer.add(snapshot_id, encode_chunk(commit_plain, 0)));
+  SHOAL_TRY_STATUS(tree_writer.sync());
   env_->release_mapped_pages();
 
-  // Parent: the project's newest snapshot at this instant.
-  Bytes last_key;
-  SHOAL_TRY_STATUS(txn->scan(tables_.catalog, prefix, [&](ByteView key, ByteView) {
-    if (key.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), key.begin())) {
-      return false;
-    }
-    last_key.assign(key.begin(), key.end());
-    return true;
-  }));
-  if (auto parsed = internal::parse_catalog_key(last_key)) {
-    commit.parent = parsed->id;
+  auto txn = Txn::begin_write(*env_);
+  if (!txn) {
+    return std::unexpected(txn.error());
+  }
+  if (auto indexed = tree_writer.index_into(*txn); !indexed) {
+    return std::unexpected(indexed.error());
   }
 
   // Stored-size quota: the distinct chunks the project's snapshots reference, plus this one's.
@@ -823,12 +851,6 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
     }
   }
 
-  commit.new_bytes = new_bytes;
-  const Bytes commit_plain = encode_commit(commit);
-  const ChunkId snapshot_id = chunk_id_of(commit_plain);
-  if (auto added = chunks_.put_encoded(*txn, snapshot_id, encode_chunk(commit_plain, 0)); !added) {
-    return std::unexpected(added.error());
-  }
   const Bytes key = internal::catalog_key(project, commit.time_ns, snapshot_id);
   SHOAL_TRY_STATUS(txn->put(tables_.catalog, key, {}));
   SHOAL_TRY_STATUS(txn->put(tables_.by_id, snapshot_id, key));

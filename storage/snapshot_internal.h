@@ -5,6 +5,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "base/bytes.h"
 #include "base/result.h"
@@ -46,6 +48,25 @@ Status walk_tree(Txn& txn, ChunkStore& chunks, const ChunkId& root, const WalkVi
 Status mark_reachable(Txn& txn, ChunkStore& chunks, const ChunkId& snapshot_id, ChunkIdSet& out);
 
 std::string join_path(const std::string& dir, const std::string& name);
+
+// Pack files of a store (pack_gc.cc).
+struct PackFileInfo {
+  std::uint64_t id = 0;
+  std::uint64_t size = 0;       // Apparent size.
+  std::uint64_t allocated = 0;  // Disk blocks (holes punched over garbage do not count).
+};
+Result<std::vector<PackFileInfo>> list_packs(const std::string& store_dir);
+
+struct CompactReport {
+  std::uint64_t packs_deleted = 0;    // Held no indexed chunk.
+  std::uint64_t packs_rewritten = 0;  // Mostly garbage: live chunks copied to a new pack.
+  std::uint64_t bytes_copied = 0;
+  std::uint64_t bytes_reclaimed = 0;  // Disk space given back (deleted, rewritten, holes punched).
+};
+// Reclaims the space of pack bytes the committed index does not point at.
+// REQUIRES: the gc lock held exclusively (no save or transfer is writing).
+// Packs locked by a writer anyway are left alone.
+Result<CompactReport> compact_packs(Env& env, ChunkStore& chunks, const std::function<void(std::string_view)>& fault_point);
 
 // flock(2) helpers over DIR/locks/NAME. Returns the fd holding the lock.
 // Unavailable if `blocking` is false and another holder has it.

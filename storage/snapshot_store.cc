@@ -47,12 +47,58 @@ SnapshotStore::SnapshotStore(std::string dir, StoreOptions options, std::unique_
 
 SnapshotStore::~SnapshotStore() = default;
 
+namespace {
+
+// Store layout version in snap.meta["format"]: 2 = chunk bytes in pack files.
+// Version 1 (no meta entry) kept chunk bytes in snap.chunks values; its index
+// entries would read as malformed, so such a store is refused by name.
+constexpr std::string_view kFormatKey = "format";
+constexpr std::uint8_t kFormat = 2;
+
+Status check_format(Env& env, ChunkStore& chunks, const std::string& dir) {
+  auto meta = env.table("snap.meta");
+  if (!meta) {
+    return std::unexpected(meta.error());
+  }
+  auto txn = Txn::begin_write(env);
+  if (!txn) {
+    return std::unexpected(txn.error());
+  }
+  auto format = txn->get(*meta, as_bytes(kFormatKey));
+  if (!format) {
+    return std::unexpected(format.error());
+  }
+  if (*format) {
+    if (**format != Bytes{kFormat}) {
+      return make_error(Code::kFailedPrecondition, "store " + dir + " has layout version " +
+                                                       std::to_string((*format)->empty() ? 0 : (**format)[0]) +
+                                                       "; this shoal reads version " + std::to_string(kFormat));
+    }
+    return {};
+  }
+  bool empty = true;
+  SHOAL_TRY_STATUS(txn->scan(chunks.table(), {}, [&](ByteView, ByteView) {
+    empty = false;
+    return false;
+  }));
+  if (!empty) {
+    return make_error(Code::kFailedPrecondition,
+                      "store " + dir + " was written by an older shoal that kept chunk bytes in LMDB (layout 1); "
+                      "this shoal keeps them in pack files (layout 2). Restore what you need with the older binary "
+                      "and save it into a new store.");
+  }
+  SHOAL_TRY_STATUS(txn->put(*meta, as_bytes(kFormatKey), Bytes{kFormat}));
+  return txn->commit();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<SnapshotStore>> SnapshotStore::open(const std::string& dir, const StoreOptions& options) {
   auto env = Env::open(dir, EnvOptions{.map_size_bytes = options.map_size_bytes});
   if (!env) {
     return std::unexpected(env.error());
   }
-  auto chunks = ChunkStore::open(**env);
+  auto chunks = ChunkStore::open(**env, dir);
   if (!chunks) {
     return std::unexpected(chunks.error());
   }
@@ -66,6 +112,7 @@ Result<std::unique_ptr<SnapshotStore>> SnapshotStore::open(const std::string& di
     }
     *slot = *dbi;
   }
+  SHOAL_TRY_STATUS(check_format(**env, *chunks, dir));
   return std::unique_ptr<SnapshotStore>(new SnapshotStore(dir, options, std::move(*env), *chunks, t));
 }
 
@@ -339,6 +386,15 @@ Result<GcReport> SnapshotStore::gc() {
   report.chunks_kept = st.ms_entries;
   fault_point("gc_before_commit");
   SHOAL_TRY_STATUS(txn->commit());
+  // Still holding the lock: no writer appends to a pack while gc reclaims.
+  auto compacted = internal::compact_packs(*env_, chunks_, [this](std::string_view point) { fault_point(point); });
+  if (!compacted) {
+    return std::unexpected(compacted.error());
+  }
+  report.packs_deleted = compacted->packs_deleted;
+  report.packs_rewritten = compacted->packs_rewritten;
+  report.bytes_copied = compacted->bytes_copied;
+  report.bytes_reclaimed = compacted->bytes_reclaimed;
   report.locked_seconds = std::chrono::duration<double>(Clock::now() - locked).count();
   env_->release_mapped_pages();
   return report;
@@ -438,11 +494,13 @@ Result<StoreStats> SnapshotStore::stats() {
       }
     }
     for (const auto& id : live) {
-      MDB_val k{id.size(), const_cast<std::uint8_t*>(id.data())};
-      MDB_val v{};
-      if (mdb_get(txn->raw(), chunks_.table(), &k, &v) == 0) {
-        p.stored_bytes += v.mv_size;
-        p.unique_plain_bytes += stored_plain_size(ByteView(static_cast<const std::uint8_t*>(v.mv_data), v.mv_size));
+      auto loc = chunks_.locate(*txn, id);
+      if (!loc) {
+        return std::unexpected(loc.error());
+      }
+      if (*loc) {
+        p.stored_bytes += (*loc)->length;
+        p.unique_plain_bytes += (*loc)->plain;
       }
     }
     auto q = internal::read_quota(*txn, tables_.quota, project);
@@ -455,8 +513,9 @@ Result<StoreStats> SnapshotStore::stats() {
   }
   auto s = txn->scan(chunks_.table(), {}, [&](ByteView key, ByteView value) {
     ++out.chunks;
-    out.stored_bytes += value.size();
-    out.plain_bytes += stored_plain_size(value);
+    const auto loc = decode_location(value);
+    out.stored_bytes += loc ? loc->length : 0;
+    out.plain_bytes += loc ? loc->plain : 0;
     ChunkId id{};
     std::memcpy(id.data(), key.data(), std::min(key.size(), id.size()));
     if (!all_live.contains(id)) {
@@ -469,8 +528,18 @@ Result<StoreStats> SnapshotStore::stats() {
   }
   struct stat st{};
   if (::stat((dir_ + "/data.mdb").c_str(), &st) == 0) {
-    out.file_bytes = static_cast<std::uint64_t>(st.st_blocks) * 512;
+    out.index_file_bytes = static_cast<std::uint64_t>(st.st_blocks) * 512;
   }
+  auto packs = internal::list_packs(dir_);
+  if (!packs) {
+    return std::unexpected(packs.error());
+  }
+  for (const auto& p : *packs) {
+    ++out.pack_files;
+    out.pack_bytes += p.size;
+    out.pack_file_bytes += p.allocated;
+  }
+  out.file_bytes = out.index_file_bytes + out.pack_file_bytes;
   return out;
 }
 
@@ -693,16 +762,39 @@ Result<std::optional<Bytes>> SnapshotStore::get_raw_chunk(const ChunkId& id) {
 }
 
 Result<bool> SnapshotStore::put_raw_chunk(const ChunkId& id, ByteView stored) {
+  if (auto plain = decode_chunk(stored, id); !plain) {
+    return std::unexpected(plain.error());
+  }
+  {
+    auto txn = Txn::begin_read(*env_);
+    if (!txn) {
+      return std::unexpected(txn.error());
+    }
+    auto has = chunks_.contains(*txn, id);
+    if (!has || *has) {
+      return has ? Result<bool>(false) : std::unexpected(has.error());
+    }
+  }
+  // A pack writer must hold the gc fence (gc deletes unlocked, unindexed
+  // packs only while it holds the lock exclusively); the caller's fence, if
+  // any, is another open file description, so this does not wait for it.
+  auto fence = hold_gc();
+  if (!fence) {
+    return std::unexpected(fence.error());
+  }
+  ChunkWriter writer(chunks_);
+  SHOAL_TRY_STATUS(writer.add(id, stored));
+  SHOAL_TRY_STATUS(writer.sync());
   auto txn = Txn::begin_write(*env_);
   if (!txn) {
     return std::unexpected(txn.error());
   }
-  auto added = chunks_.put_raw(*txn, id, stored);
+  auto added = writer.index_into(*txn);
   if (!added) {
     return std::unexpected(added.error());
   }
   SHOAL_TRY_STATUS(txn->commit());
-  return *added;
+  return added->chunks_new > 0;
 }
 
 Result<SnapshotInfo> SnapshotStore::commit_received(const ChunkId& snapshot_id) {

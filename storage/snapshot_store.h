@@ -133,6 +133,10 @@ struct GcReport {
   std::uint64_t chunks_kept = 0;
   std::uint64_t chunks_removed = 0;
   std::uint64_t bytes_removed = 0;
+  std::uint64_t packs_deleted = 0;    // Pack files that held only garbage.
+  std::uint64_t packs_rewritten = 0;  // Mostly-garbage packs whose live chunks were copied.
+  std::uint64_t bytes_copied = 0;
+  std::uint64_t bytes_reclaimed = 0;  // Disk space given back, net of copies.
   bool waited_for_saves = false;
   double mark_seconds = 0;    // Marking, without any lock: saves run meanwhile.
   double locked_seconds = 0;  // Holding the gc lock: saves starting now wait this long at most.
@@ -159,8 +163,12 @@ struct StoreStats {
   std::uint64_t logical_bytes = 0;   // Sum over all snapshots of all projects.
   std::uint64_t chunks = 0;
   std::uint64_t plain_bytes = 0;     // Sum of all stored chunks before compression.
-  std::uint64_t stored_bytes = 0;    // Sum of all stored chunk values.
-  std::uint64_t file_bytes = 0;      // Size of data.mdb on disk.
+  std::uint64_t stored_bytes = 0;    // Sum of the stored sizes of all indexed chunks.
+  std::uint64_t file_bytes = 0;      // Disk space of the store: index_file_bytes + pack_file_bytes.
+  std::uint64_t index_file_bytes = 0;  // data.mdb's allocated bytes.
+  std::uint64_t pack_files = 0;
+  std::uint64_t pack_bytes = 0;        // Sum of pack file sizes (stored_bytes + headers + garbage).
+  std::uint64_t pack_file_bytes = 0;   // Their allocated bytes (gc punches holes over garbage).
   std::uint64_t unreferenced_chunks = 0;
 };
 

@@ -137,33 +137,45 @@ Status StoreSink::flush() {
     return {};
   }
   SHOAL_ASSERT(fence_.has_value());  // Taken by the put() that opened the batch.
+  std::vector<std::pair<ChunkId, Bytes>> batch;
+  batch.swap(batch_);
+  batch_bytes_ = 0;
+  // Chunks already held are not appended again (they would only be garbage).
+  std::vector<bool> held(batch.size(), false);
+  {
+    auto txn = Txn::begin_read(store_.env());
+    if (!txn) {
+      return std::unexpected(txn.error());
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      auto has = store_.chunks().contains(*txn, batch[i].first);
+      if (!has) {
+        return std::unexpected(has.error());
+      }
+      held[i] = *has;
+    }
+  }
+  if (!writer_) {
+    writer_.emplace(store_.chunks());  // This session's own pack(s).
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (!held[i]) {
+      SHOAL_TRY_STATUS(writer_->add(batch[i].first, batch[i].second));
+    }
+  }
+  SHOAL_TRY_STATUS(writer_->sync());
   auto txn = Txn::begin_write(store_.env());
   if (!txn) {
-    batch_.clear();
-    batch_bytes_ = 0;
     return std::unexpected(txn.error());
   }
-  std::uint64_t stored = 0;
-  std::uint64_t stored_bytes = 0;
-  for (const auto& [id, bytes] : batch_) {
-    auto added = store_.chunks().put_encoded(*txn, id, bytes);
-    if (!added) {
-      batch_.clear();
-      batch_bytes_ = 0;
-      return std::unexpected(added.error());
-    }
-    if (*added) {
-      ++stored;
-      stored_bytes += bytes.size();
-    }
+  auto added = writer_->index_into(*txn);
+  if (!added) {
+    return std::unexpected(added.error());
   }
-  const std::uint64_t duplicates = batch_.size() - stored;
-  batch_.clear();
-  batch_bytes_ = 0;
   SHOAL_TRY_STATUS(txn->commit());
-  counters_.chunks_stored += stored;
-  counters_.bytes_stored += stored_bytes;
-  counters_.chunks_duplicate += duplicates;
+  counters_.chunks_stored += added->chunks_new;
+  counters_.bytes_stored += added->bytes_new;
+  counters_.chunks_duplicate += batch.size() - added->chunks_new;
   return {};
 }
 
@@ -353,6 +365,7 @@ Status StoreSink::commit(const ChunkId& snapshot) {
   }
   SHOAL_ASSERT(info->commit.project == project_);
   committed_ = std::move(*info);
+  writer_.reset();  // Closes (unlocks) the session's pack before the fence goes.
   fence_.reset();
   return {};
 }

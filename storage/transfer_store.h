@@ -14,8 +14,9 @@
 // only other thread is its verifier (put_deferred), which touches no store.
 //
 // Batching: put() verifies at once but stores in batches (kSinkBatchChunksMax
-// chunks or kSinkBatchBytesMax bytes per write transaction), because each
-// commit costs an fsync. Every other call, and the destructor, stores the
+// chunks or kSinkBatchBytesMax bytes per batch: appended to the session's own
+// pack file, synced, then indexed in one write transaction), because each
+// batch costs two fsyncs. Every other call, and the destructor, stores the
 // open batch first, so the protocol always sees its own puts. A crash loses
 // at most one batch of verified chunks, which the resumed transfer fetches again.
 //
@@ -146,6 +147,7 @@ class StoreSink final : public transfer::SyncSink {
   std::string project_;
   ChunkId snapshot_;
   std::optional<GcFence> fence_;
+  std::optional<ChunkWriter> writer_;  // The session's pack writer, from the first flush to commit().
   std::optional<ChunkIdSet> committed_roots_;  // Built on the first complete_below().
   std::optional<SnapshotInfo> committed_;
   CommitCheck check_;

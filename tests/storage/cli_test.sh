@@ -46,16 +46,21 @@ expect_rc 0 "$SHOAL" snapshot gc --store "$W/st" --json
 python3 -c "import json; assert json.load(open('$W/out'))['chunks_removed']>0" || fail "gc removed nothing"
 expect_rc 0 "$SHOAL" snapshot stats --store "$W/st" --json
 python3 -c "import json; j=json.load(open('$W/out')); assert j['snapshots']==1 and j['unreferenced_chunks']==0" || fail "stats"
-# Damage: flip a byte of d/big's stored (raw, since random) data; verify must name it.
-python3 - "$W/st/data.mdb" "$W/src/d/big" <<'PY' || fail "could not find the chunk bytes in data.mdb"
-import sys
-db, src = sys.argv[1], sys.argv[2]
+# Damage: flip a byte of d/big's stored (raw, since random) data in its pack
+# file; verify must name it.
+python3 - "$W/st/packs" "$W/src/d/big" <<'PY' || fail "could not find the chunk bytes in a pack file"
+import os, sys
+packs, src = sys.argv[1], sys.argv[2]
 needle = open(src, 'rb').read()[1000:1064]
-b = bytearray(open(db, 'rb').read())
-i = b.find(needle)
-assert i >= 0
-b[i + 10] ^= 0x01
-open(db, 'wb').write(b)
+for name in os.listdir(packs):
+    path = os.path.join(packs, name)
+    b = bytearray(open(path, 'rb').read())
+    i = b.find(needle)
+    if i >= 0:
+        b[i + 10] ^= 0x01
+        open(path, 'wb').write(b)
+        sys.exit(0)
+sys.exit(1)
 PY
 expect_rc 1 "$SHOAL" snapshot verify --store "$W/st"
 grep -q "file d/big chunk" "$W/out" || fail "verify did not name d/big"
