@@ -165,7 +165,9 @@ struct Live {
   std::map<std::uint32_t, Instant> primary_checked;
   std::map<std::uint32_t, Instant> last_save;
   std::map<std::uint32_t, Instant> collect_checked;
-  std::map<std::uint32_t, Instant> collecting;  // Project -> since when this life collects its copy.
+  // Project -> since when this life collects its copy (the collection's
+  // token). An incoming push erases it: that collection then deletes nothing.
+  std::map<std::uint32_t, Instant> collecting;
   std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> pushed_seq;  // (project, replica) -> seq.
   std::map<std::uint64_t, PushWait> pushes;                                      // By token.
   Instant next_repair{};
@@ -1333,8 +1335,13 @@ class PlacementLayer final : public Layer {
     // than the accepted one, except the acknowledged snapshot itself. An
     // unreadable record refuses too (doubt never stores a fenced snapshot).
     auto it = n.projects.find(project);
-    if (read_fault(n) || (n.live && n.live->collecting.contains(project))) {
-      ok = false;  // Collecting its own copy: never confirm what it is about to delete.
+    if (n.live) {
+      // A primary wants this node to hold the project: abandon a collection
+      // of it, so nothing confirmed here is deleted by that collection.
+      n.live->collecting.erase(project);
+    }
+    if (read_fault(n)) {
+      ok = false;
     } else if (it != n.projects.end()) {
       if (const RegisterValue* v = it->second.newest()) {
         const Placement& p = v->placement;
@@ -1395,7 +1402,7 @@ class PlacementLayer final : public Layer {
           return;
         }
         live->collecting[p] = w.now();
-        collect_one(w, i, p, r->placement, listing);
+        collect_one(w, i, p, r->placement, listing, w.now());
       });
     }
   }
@@ -1404,12 +1411,23 @@ class PlacementLayer final : public Layer {
     return fresh.state == core::ProjectState::kDeleted || !fresh.is_replica(self);
   }
 
-  // While a node collects a project it refuses pushes of it (receive_push),
-  // so it never confirms a copy it is about to delete; `collecting` is
-  // cleared on every way out.
+  static bool still_collecting(const Live& l, std::uint32_t project, Instant since) {
+    const auto it = l.collecting.find(project);
+    return it != l.collecting.end() && it->second == since;
+  }
+  static void end_collection(Live& l, std::uint32_t project, Instant since) {
+    if (still_collecting(l, project, since)) {
+      l.collecting.erase(project);
+    }
+  }
+
+  // The collection started at `since`; a push received meanwhile abandons it
+  // (receive_push), so it never deletes a copy this node confirmed.
   void collect_one(World& w, std::uint32_t i, std::uint32_t project, const Placement& fresh,
-                   const std::vector<Copy>& listing) {
-    const Copy newest = listing.back();
+                   const std::vector<Copy>& listing, Instant since) {
+    // Covered or pushed: the newest in history order; forgotten: every copy listed.
+    const Copy newest = *std::max_element(listing.begin(), listing.end(), history_before);
+    const std::uint64_t up_to = listing.back().snap;
     PNode& n = nodes_[i];
     const std::optional<RegisterValue> own = local_read(n, project);
     // The agent's rule (collect_one): covered by an acknowledged save as far
@@ -1417,7 +1435,7 @@ class PlacementLayer final : public Layer {
     if ((fresh.last_ack.seq > 0 && fresh.last_ack.epoch > newest.epoch) ||
         (own && own->placement.last_ack.seq > 0 && snap_of(own->placement.last_ack.id) == newest.snap &&
          fresh.last_ack.seq >= own->placement.last_ack.seq)) {
-      forget_if_still_obsolete(w, i, project, newest.snap);
+      forget_if_still_obsolete(w, i, project, up_to, since);
       return;
     }
     std::vector<std::uint32_t> targets;
@@ -1425,35 +1443,35 @@ class PlacementLayer final : public Layer {
       targets.push_back(idx(w, r));
     }
     n.live->busy.insert(project);
-    push_to(w, i, project, newest, targets, [this, &w, i, project, targets, newest](std::size_t copied, std::vector<std::uint32_t>) {
+    push_to(w, i, project, newest, targets, [this, &w, i, project, targets, up_to, since](std::size_t copied, std::vector<std::uint32_t>) {
       Live* live = nodes_[i].live.get();
       if (live == nullptr) {
         return;
       }
       live->busy.erase(project);
       if (copied != targets.size()) {
-        live->collecting.erase(project);  // Not every listed replica took it: keep everything.
+        end_collection(*live, project, since);  // Not every listed replica took it: keep everything.
         return;
       }
-      forget_if_still_obsolete(w, i, project, newest.snap);
+      forget_if_still_obsolete(w, i, project, up_to, since);
     });
   }
 
   // The agent's forget_if_still_obsolete: a primary may have listed this
-  // node again since the first read; pushes are refused since then, so one
-  // more read shows anything that did.
-  void forget_if_still_obsolete(World& w, std::uint32_t i, std::uint32_t project, std::uint64_t up_to) {
+  // node again since the first read. One more read shows it if it did so
+  // before; if it pushed since, the collection was abandoned.
+  void forget_if_still_obsolete(World& w, std::uint32_t i, std::uint32_t project, std::uint64_t up_to, Instant since) {
     nodes_[i].live->busy.insert(project);
-    read(w, i, project, [this, &w, i, project, up_to](Result<RegisterValue> r) {
+    read(w, i, project, [this, &w, i, project, up_to, since](Result<RegisterValue> r) {
       Live* live = nodes_[i].live.get();
       if (live == nullptr) {
         return;
       }
       live->busy.erase(project);
-      if (r && obsolete_here(r->placement, w.node_id(i))) {
+      if (still_collecting(*live, project, since) && r && obsolete_here(r->placement, w.node_id(i))) {
         forget(w, i, project, up_to);
       }
-      live->collecting.erase(project);
+      end_collection(*live, project, since);
     });
   }
 

@@ -68,10 +68,10 @@ std::string ProjectService::working_dir(const std::string& project) const {
 }
 
 Status ProjectService::check_incoming(const std::string& project, const Hash256& snapshot, std::uint64_t epoch) {
-  if (collecting_.contains(project)) {
-    ++refused_collecting_;
-    return make_error(Code::kUnavailable, "this node is collecting its obsolete copy of " + project +
-                                              "; the sender retries at its next check");
+  if (collecting_.erase(project) > 0) {
+    // A primary wants this node to hold the project: abandon the collection.
+    ++collections_abandoned_;
+    spdlog::info("project {}: a snapshot arrived; no longer collecting this node's copy", project);
   }
   auto value = deps_.placement->local_value(project);
   if (!value) return std::unexpected(value.error());
@@ -112,8 +112,8 @@ std::string ProjectService::render_metrics() const {
   counter("shoal_project_snapshots_fenced_total", "Received snapshots refused for an older epoch.", fenced_);
   counter("shoal_project_snapshots_pulled_total", "Acknowledged snapshots a replica pulled because it lacked them.",
           pulls_);
-  counter("shoal_project_snapshots_refused_collecting_total",
-          "Received snapshots refused while this node collected its obsolete copy.", refused_collecting_);
+  counter("shoal_project_collections_abandoned_total",
+          "Obsolete-copy collections abandoned because a snapshot of the project arrived.", collections_abandoned_);
   counter("shoal_project_copies_collected_total", "Obsolete project copies this node dropped.", copies_collected_);
   return out;
 }
@@ -1221,8 +1221,9 @@ void ProjectService::collect_obsolete(Instant now) {
       busy_.erase(project);
       // No answer, or no such project: missing information never deletes.
       if (!r || !obsolete_here(r->placement)) return;
-      collecting_.insert(project);
-      collect_one(r->placement);
+      const std::uint64_t token = ++collection_token_;
+      collecting_[project] = token;
+      collect_one(r->placement, token);
     });
   }
 }
@@ -1231,16 +1232,28 @@ bool ProjectService::obsolete_here(const core::Placement& fresh) const {
   return fresh.state == core::ProjectState::kDeleted || !fresh.is_replica(deps_.self);
 }
 
-// Runs with the project in collecting_ and clears it on every way out.
-void ProjectService::collect_one(const core::Placement& fresh) {
+bool ProjectService::still_collecting(const std::string& project, std::uint64_t token) const {
+  const auto it = collecting_.find(project);
+  return it != collecting_.end() && it->second == token;
+}
+
+void ProjectService::end_collection(const std::string& project, std::uint64_t token) {
+  if (still_collecting(project, token)) collecting_.erase(project);
+}
+
+// Runs with collecting_[project] = token and ends the collection on every
+// way out; a snapshot arriving meanwhile abandons it (check_incoming).
+void ProjectService::collect_one(const core::Placement& fresh, std::uint64_t token) {
   const std::string project = fresh.project;
   auto snaps = deps_.transfers->store().list(project);
   if (!snaps || snaps->empty()) {
-    collecting_.erase(project);
+    end_collection(project, token);
     return;
   }
+  // Newest in the project's history order (docs/placement.md): epoch first,
+  // then time; a deposed primary's later save is behind the next epoch's.
   const auto newest = std::max_element(snaps->begin(), snaps->end(), [](const auto& a, const auto& b) {
-    return a.commit.time_ns < b.commit.time_ns;
+    return std::pair(a.commit.epoch, a.commit.time_ns) < std::pair(b.commit.epoch, b.commit.time_ns);
   });
   const std::string newest_hex = hex_of(newest->id);
   // The operator deleted the project (every replica drops its copy), or
@@ -1256,34 +1269,37 @@ void ProjectService::collect_one(const core::Placement& fresh) {
       (fresh.last_ack.seq > 0 && fresh.last_ack.epoch > newest->commit.epoch) ||
       (own && *own && (*own)->placement.last_ack.seq > 0 && (*own)->placement.last_ack.id == newest->id &&
        fresh.last_ack.seq >= (*own)->placement.last_ack.seq)) {
-    forget_if_still_obsolete(project, newest_hex);
+    forget_if_still_obsolete(project, newest_hex, token);
     return;
   }
   // Otherwise push ours to every listed replica: all must take it (or it
   // fails, and we keep everything).
   busy_.insert(project);
-  push_to(project, newest_hex, fresh.replicas, [this, project, fresh, newest_hex](std::vector<NodeId> copied) {
+  push_to(project, newest_hex, fresh.replicas, [this, project, fresh, newest_hex, token](std::vector<NodeId> copied) {
     if (copied.size() != fresh.replicas.size()) {
       busy_.erase(project);
-      collecting_.erase(project);
+      end_collection(project, token);
       spdlog::info("project {}: keeping this node's copy: only {} of {} listed replicas confirmed {}", project, copied.size(),
                    fresh.replicas.size(), newest_hex.substr(0, 12));
       return;
     }
     busy_.erase(project);
-    forget_if_still_obsolete(project, newest_hex);
+    forget_if_still_obsolete(project, newest_hex, token);
   });
 }
 
 // A primary may have listed this node again since the first read (and the
-// copies may have taken long). Refusing pushes since then, read once more:
-// anything that re-listed us committed before this read and shows in it.
-void ProjectService::forget_if_still_obsolete(const std::string& project, const std::string& newest_hex) {
+// copies may have taken long). If it did before this read, the read shows
+// it; if it pushed a snapshot since, the collection was abandoned.
+void ProjectService::forget_if_still_obsolete(const std::string& project, const std::string& newest_hex,
+                                              std::uint64_t token) {
   busy_.insert(project);
-  read_register(project, [this, project, newest_hex](Result<core::RegisterValue> again) {
+  read_register(project, [this, project, newest_hex, token](Result<core::RegisterValue> again) {
     busy_.erase(project);
-    if (again && obsolete_here(again->placement)) forget_copy(again->placement, newest_hex);
-    collecting_.erase(project);
+    if (still_collecting(project, token) && again && obsolete_here(again->placement)) {
+      forget_copy(again->placement, newest_hex);
+    }
+    end_collection(project, token);
   });
 }
 

@@ -152,9 +152,11 @@ class ProjectService {
   // Copies of projects the committed placement no longer lists here: collected
   // once every listed replica holds this node's newest snapshot of it.
   void collect_obsolete(Instant now);
-  void collect_one(const core::Placement& fresh);
+  void collect_one(const core::Placement& fresh, std::uint64_t token);
   bool obsolete_here(const core::Placement& fresh) const;
-  void forget_if_still_obsolete(const std::string& project, const std::string& newest_hex);
+  bool still_collecting(const std::string& project, std::uint64_t token) const;
+  void end_collection(const std::string& project, std::uint64_t token);
+  void forget_if_still_obsolete(const std::string& project, const std::string& newest_hex, std::uint64_t token);
   void forget_copy(const core::Placement& fresh, const std::string& newest_hex);
   void read_register(const std::string& project, std::function<void(Result<core::RegisterValue>)> done);
   void submit_change(const std::string& project, core::ChangeFn change, std::function<void(Result<core::RegisterValue>)> done);
@@ -177,16 +179,18 @@ class ProjectService {
   std::map<std::string, std::uint64_t> pushed_seq_;   // project/replica -> last_ack seq copied there.
   std::map<std::string, Instant> primary_checked_;    // Last fresh read before acting as primary.
   std::map<std::string, Instant> obsolete_checked_;
-  // Projects whose obsolete copy this node is collecting: incoming snapshots
-  // of them are refused meanwhile, so it never confirms a copy to a primary
-  // that listed it again and then deletes it.
-  std::set<std::string> collecting_;
+  // Projects whose obsolete copy this node is collecting, with the
+  // collection's token. A snapshot of the project arriving meanwhile erases
+  // the entry: that collection then deletes nothing, so this node never
+  // deletes a copy it confirmed to a primary that listed it again.
+  std::map<std::string, std::uint64_t> collecting_;
+  std::uint64_t collection_token_ = 0;
   std::map<std::string, Instant> pull_checked_;  // Project -> last anti-entropy attempt.
   std::uint64_t pulls_ = 0;                      // Acknowledged snapshots pulled by this replica.
   std::map<std::string, Instant> last_save_;  // Periodic saves: when each running project was last saved here.
   std::set<std::string> saving_;              // Never two saves of one project on this node.
   std::uint64_t fenced_ = 0;                   // Received snapshots refused for an older epoch.
-  std::uint64_t refused_collecting_ = 0;       // Received while collecting the project's copy.
+  std::uint64_t collections_abandoned_ = 0;    // A snapshot of the project arrived while collecting it.
   std::uint64_t failovers_ = 0;                // Failovers this node committed.
   std::uint64_t replicas_replaced_ = 0;
   std::uint64_t saves_ok_ = 0;
