@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 #include "base/assert.h"
 #include "node/agent/uv_util.h"
 
@@ -41,6 +43,10 @@ Result<std::unique_ptr<PlacementService>> PlacementService::open(storage::Env& e
   service->table_ = *table;
   service->self_ = self;
   service->send_ = std::move(send);
+  // Forward ids, like ballots, start above every id an earlier run of this
+  // node used: a receiver keeps replies by (sender, id) for a minute, and a
+  // restarted sender must not be answered with its previous run's reply.
+  service->next_forward_ = counter_floor + 1;
   core::ProposerConfig config;
   config.counter_floor = counter_floor;
   service->proposer_ = std::make_unique<core::Proposer>(self, random, config);
@@ -105,6 +111,14 @@ void PlacementService::on_datagram(ByteView plaintext, Instant now) {
   if (std::holds_alternative<core::Prepare>(*message) || std::holds_alternative<core::Accept>(*message) ||
       std::holds_alternative<core::Locate>(*message)) {
     on_acceptor_request(from, *message);
+    return;
+  }
+  if (const auto* forward = std::get_if<core::Forward>(&*message)) {
+    on_forward(from, *forward, now);
+    return;
+  }
+  if (const auto* reply = std::get_if<core::ForwardReply>(&*message)) {
+    on_forward_reply(from, *reply);
     return;
   }
   if (const auto* inquire = std::get_if<core::Inquire>(&*message)) {
@@ -310,7 +324,78 @@ void PlacementService::change(const std::string& project, std::optional<core::Hi
          });
 }
 
+void PlacementService::forward(const NodeId& to, const std::string& project, std::string method, std::string path,
+                               std::string body, Instant now, std::function<void(Result<ForwardAnswer>)> done) {
+  core::Forward request{project, 0, next_forward_++, std::move(method), std::move(path), std::move(body)};
+  if (Status fits = core::check_forward(request); !fits) return done(std::unexpected(fits.error()));
+  ++counters_.forwards_sent;
+  // Pending before the send: a forward to this node is answered in-line.
+  const std::uint64_t id = request.request_id;
+  forwards_[id] = PendingForward{to, request, now + kForwardRetry, now + kForwardTimeout, std::move(done)};
+  send(to, request);
+}
+
+void PlacementService::on_forward(const NodeId& from, const core::Forward& request, Instant now) {
+  const auto key = std::make_pair(from, request.request_id);
+  if (auto kept = forward_replies_.find(key); kept != forward_replies_.end()) {
+    // A retry: our reply was lost or is still on its way. Never run it twice.
+    ++counters_.forwards_repeated;
+    send(from, kept->second.reply);
+    return;
+  }
+  ForwardAnswer answer{503, R"({"error":"this agent does not serve forwarded requests"})"};
+  if (forward_handler_) answer = forward_handler_(from, request);
+  core::ForwardReply reply{request.project, 0, request.request_id, answer.status, std::move(answer.body)};
+  if (Status fits = core::check_forward_reply(reply); !fits) {
+    // The request ran; only its answer cannot travel. Say so rather than drop it.
+    reply.status = 502;
+    reply.body = nlohmann::json{{"error", "the answer of " + request.method + " " + request.path +
+                                              " on the primary cannot be forwarded: " + fits.error().message}}
+                     .dump();
+  }
+  ++counters_.forwards_served;
+  if (forward_replies_.size() >= kForwardRepliesMax) {
+    // Full (a peer retrying far more than ours do): drop the entry closest to expiry.
+    auto oldest = std::min_element(forward_replies_.begin(), forward_replies_.end(), [](const auto& a, const auto& b) {
+      return a.second.expires < b.second.expires;
+    });
+    forward_replies_.erase(oldest);
+  }
+  forward_replies_[key] = KeptReply{reply, now + kForwardReplyKept};
+  send(from, reply);
+}
+
+void PlacementService::on_forward_reply(const NodeId& from, const core::ForwardReply& reply) {
+  auto it = forwards_.find(reply.request_id);
+  if (it == forwards_.end() || it->second.to != from) return;  // A late duplicate, or not ours.
+  auto done = std::move(it->second.done);
+  forwards_.erase(it);
+  done(ForwardAnswer{reply.status, reply.body});
+}
+
+void PlacementService::retry_forwards(Instant now) {
+  std::vector<std::uint64_t> expired;
+  for (auto& [id, pending] : forwards_) {
+    if (now >= pending.deadline) {
+      expired.push_back(id);
+    } else if (now >= pending.next_send) {
+      pending.next_send = now + kForwardRetry;
+      send(pending.to, pending.request);
+    }
+  }
+  for (std::uint64_t id : expired) {
+    auto it = forwards_.find(id);
+    if (it == forwards_.end()) continue;
+    auto done = std::move(it->second.done);
+    forwards_.erase(it);
+    const auto waited = std::chrono::duration_cast<std::chrono::seconds>(kForwardTimeout).count();
+    done(make_error(Code::kUnavailable, "no answer to a forwarded request in " + std::to_string(waited) + " s"));
+  }
+  std::erase_if(forward_replies_, [now](const auto& entry) { return now >= entry.second.expires; });
+}
+
 void PlacementService::tick(Instant now) {
+  retry_forwards(now);
   std::vector<std::uint64_t> expired;
   for (const auto& [id, pending] : locates_) {
     if (now >= pending.deadline) expired.push_back(id);
@@ -333,6 +418,10 @@ std::optional<Instant> PlacementService::next_wakeup() const {
   }
   for (const auto& [id, pending] : inquiries_) {
     if (!wake || pending.deadline < *wake) wake = pending.deadline;
+  }
+  for (const auto& [id, pending] : forwards_) {
+    const Instant at = std::min(pending.next_send, pending.deadline);
+    if (!wake || at < *wake) wake = at;
   }
   return wake;
 }

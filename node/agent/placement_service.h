@@ -26,6 +26,14 @@ namespace shoal::agent {
 // msgpack, so gossip datagrams (msgpack arrays) can never start with it.
 inline constexpr std::uint8_t kPlacementDatagramTag = 0xc1;
 inline constexpr Duration kLocateTimeout = milliseconds(400);
+// A forwarded admin request is sent again every kForwardRetry until its reply
+// arrives (datagrams can be lost) and fails after kForwardTimeout.
+inline constexpr Duration kForwardRetry = milliseconds(500);
+inline constexpr Duration kForwardTimeout = seconds(5);
+// How long a receiver keeps the reply to a forward, so that a retry of it is
+// answered again instead of run again (a save must not start twice).
+inline constexpr Duration kForwardReplyKept = seconds(60);
+inline constexpr std::size_t kForwardRepliesMax = 4096;
 
 class PlacementService {
  public:
@@ -54,6 +62,21 @@ class PlacementService {
   void locate(const std::string& project, std::vector<NodeId> among, Instant now,
               std::function<void(std::optional<core::Hint>)> done);
 
+  // An admin request forwarded to another node's admin API (node/core/paxos.h
+  // Forward), and that API's answer.
+  struct ForwardAnswer {
+    std::uint64_t status = 0;
+    std::string body;
+  };
+  using ForwardHandler = std::function<ForwardAnswer(const NodeId& from, const core::Forward&)>;
+  // Answers forwards from other nodes; without one they get a 503.
+  void set_forward_handler(ForwardHandler handler) { forward_handler_ = std::move(handler); }
+  // Sends a request to `to`'s admin API; done gets its answer, or kUnavailable
+  // when none came within kForwardTimeout, or kInvalidArgument when the
+  // request is too large to forward.
+  void forward(const NodeId& to, const std::string& project, std::string method, std::string path, std::string body,
+               Instant now, std::function<void(Result<ForwardAnswer>)> done);
+
   // What this node holds of a project, for other nodes' status reports.
   using HoldingsFn = std::function<core::Inquired(const core::Inquire&)>;
   void set_holdings(HoldingsFn fn) { holdings_ = std::move(fn); }
@@ -75,6 +98,9 @@ class PlacementService {
     std::uint64_t durable_writes = 0;
     std::uint64_t changes_ok = 0;
     std::uint64_t changes_failed = 0;
+    std::uint64_t forwards_sent = 0;      // Forwarded requests (not counting retries).
+    std::uint64_t forwards_served = 0;    // Forwards from other nodes run here.
+    std::uint64_t forwards_repeated = 0;  // Retries answered from the kept reply.
   };
   const Counters& counters() const { return counters_; }
   const core::Proposer::Stats& proposer_stats() const { return proposer_->stats(); }
@@ -96,6 +122,21 @@ class PlacementService {
   };
   void finish_inquiry(std::uint64_t id);
 
+  struct PendingForward {
+    NodeId to;
+    core::Forward request;
+    Instant next_send;
+    Instant deadline;
+    std::function<void(Result<ForwardAnswer>)> done;
+  };
+  struct KeptReply {
+    core::ForwardReply reply;
+    Instant expires;
+  };
+  void on_forward(const NodeId& from, const core::Forward& request, Instant now);
+  void on_forward_reply(const NodeId& from, const core::ForwardReply& reply);
+  void retry_forwards(Instant now);
+
   struct PendingLocate {
     std::string project;
     std::size_t waiting = 0;
@@ -114,6 +155,10 @@ class PlacementService {
   std::uint64_t next_locate_ = 1;
   std::map<std::uint64_t, PendingInquiry> inquiries_;
   HoldingsFn holdings_;
+  ForwardHandler forward_handler_;
+  std::uint64_t next_forward_ = 1;  // Set above the ids of earlier runs in open().
+  std::map<std::uint64_t, PendingForward> forwards_;
+  std::map<std::pair<NodeId, std::uint64_t>, KeptReply> forward_replies_;  // (sender, request id) -> reply.
   Counters counters_;
 };
 

@@ -40,6 +40,27 @@ bool split_project_path(std::string_view path, std::string& project, std::string
   return !project.empty();
 }
 
+// The routes that act on the primary, forwarded there from any other agent.
+bool forwarded_verb(std::string_view verb) {
+  return verb == "save" || verb == "open" || verb == "stop" || verb == "delete" || verb == "move";
+}
+
+// The inverse of code_name, for an error that crossed the wire by name.
+Code code_from_name(std::string_view name) {
+  for (int c = static_cast<int>(Code::kOk); c <= static_cast<int>(Code::kInternal); ++c) {
+    if (code_name(static_cast<Code>(c)) == name) return static_cast<Code>(c);
+  }
+  return Code::kInternal;
+}
+
+// The error code of a refused request, as the CLI reads HTTP statuses.
+Code code_of_status(std::uint64_t status) {
+  if (status == 400) return Code::kInvalidArgument;
+  if (status == 404) return Code::kNotFound;
+  if (status == 503) return Code::kUnavailable;
+  return Code::kFailedPrecondition;
+}
+
 AdminReply reply_json(const json& body, int status = 200) { return AdminReply{json_response(body, status), false, {}}; }
 AdminReply reply_error(int status, std::string_view message) { return AdminReply{error_response(status, message), false, {}}; }
 
@@ -61,6 +82,8 @@ ProjectService::ProjectService(Deps deps) : deps_(std::move(deps)), started_(mon
     }
     return answer;
   });
+  deps_.placement->set_forward_handler(
+      [this](const NodeId& from, const core::Forward& request) { return serve_forward(from, request); });
 }
 
 std::string ProjectService::working_dir(const std::string& project) const {
@@ -115,6 +138,10 @@ std::string ProjectService::render_metrics() const {
   counter("shoal_project_collections_abandoned_total",
           "Obsolete-copy collections abandoned because a snapshot of the project arrived.", collections_abandoned_);
   counter("shoal_project_copies_collected_total", "Obsolete project copies this node dropped.", copies_collected_);
+  counter("shoal_project_forwards_sent_total", "Admin requests forwarded to a project's primary.", c.forwards_sent);
+  counter("shoal_project_forwards_served_total", "Forwarded admin requests this node ran.", c.forwards_served);
+  counter("shoal_project_forwards_repeated_total", "Retried forwards answered from the kept reply, not run again.",
+          c.forwards_repeated);
   return out;
 }
 
@@ -229,7 +256,9 @@ AdminReply ProjectService::started(const Operation& op) const {
   return reply_json(json{{"operation", op.id}, {"project", op.project}, {"kind", op.kind}}, 202);
 }
 
-std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
+std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) { return handle_request(request, false); }
+
+std::optional<AdminReply> ProjectService::handle_request(const HttpRequest& request, bool forwarded) {
   const std::string& path = request.path;
   const bool get = request.method == "GET";
   const bool post = request.method == "POST";
@@ -251,6 +280,9 @@ std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
       body["code"] = op.code;
     }
     if (op.state == "done") body["result"] = op.result;
+    if (!op.forwarded_to.empty()) {
+      body["forwarded"] = json{{"to", op.forwarded_to}, {"operation", op.remote_operation}};
+    }
     return reply_json(body);
   }
 
@@ -331,13 +363,16 @@ std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
   if (verb == "save") {
     Operation& op = new_operation("save", project);
     AdminReply reply = started(op);
-    start_save(op.id, project);
+    const std::uint64_t id = op.id;
+    run_on_primary(id, request, forwarded, [this, id, project] { start_save(id, project); });
     return reply;
   }
   if (verb == "open" || verb == "delete") {
     Operation& op = new_operation(verb, project);
     AdminReply reply = started(op);
-    start_set_state(op.id, project, verb == "open" ? core::ProjectState::kRunning : core::ProjectState::kDeleted);
+    const std::uint64_t id = op.id;
+    const core::ProjectState state = verb == "open" ? core::ProjectState::kRunning : core::ProjectState::kDeleted;
+    run_on_primary(id, request, forwarded, [this, id, project, state] { start_set_state(id, project, state); });
     return reply;
   }
   if (verb == "stop" || verb == "move") {
@@ -355,11 +390,11 @@ std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
     if (verb == "move" && to.empty()) return reply_error(400, "move needs {\"to\": NODE}");
     Operation& op = new_operation(verb, project);
     AdminReply reply = started(op);
-    if (verb == "stop") {
-      start_stop(op.id, project, remove_workdir);
-    } else {
-      start_move(op.id, project, to);
-    }
+    const std::uint64_t id = op.id;
+    run_on_primary(id, request, forwarded, [this, id, project, remove_workdir, to, stop = verb == "stop"] {
+      if (stop) return start_stop(id, project, remove_workdir);
+      start_move(id, project, to);
+    });
     return reply;
   }
   if (verb == "restore") {
@@ -380,6 +415,140 @@ std::optional<AdminReply> ProjectService::handle(const HttpRequest& request) {
     return reply;
   }
   return reply_error(404, "unknown project route " + path);
+}
+
+// --- forwarding to the primary ----------------------------------------------------
+//
+// save, open, stop, delete and move act on a project's primary (it holds the
+// working directory). The admin API listens on loopback only, so an agent
+// that is not the primary forwards such a request over the placement
+// datagrams, then mirrors the operation it started there by polling it.
+
+void ProjectService::run_on_primary(std::uint64_t op, const HttpRequest& request, bool forwarded,
+                                    std::function<void()> local) {
+  // A forwarded request runs here whatever this node now believes: sending
+  // it on again could bounce it between two nodes with different views.
+  if (forwarded) return local();
+  const std::string project = operations_.at(op).project;
+  read_register(project, [this, op, project, request, local](Result<core::RegisterValue> read) {
+    if (!read) return fail(op, read.error());
+    const NodeId primary = read->placement.primary;
+    if (primary == deps_.self || read->placement.state == core::ProjectState::kDeleted) return local();
+    forward_operation(op, primary, request);
+  });
+}
+
+void ProjectService::forward_operation(std::uint64_t op, const NodeId& primary, const HttpRequest& request) {
+  auto it = operations_.find(op);
+  if (it == operations_.end()) return;
+  const std::string project = it->second.project;
+  const std::string name = name_of(primary);
+  it->second.forwarded_to = name;
+  spdlog::info("project {}: {} forwarded to the primary {}", project, it->second.kind, name);
+  deps_.placement->forward(
+      primary, project, request.method, request.path, request.body, monotonic_now(),
+      [this, op, primary](Result<PlacementService::ForwardAnswer> answer) { on_forward_started(op, primary, answer); });
+}
+
+void ProjectService::on_forward_started(std::uint64_t op, const NodeId& primary,
+                                        const Result<PlacementService::ForwardAnswer>& answer) {
+  auto it = operations_.find(op);
+  if (it == operations_.end()) return;
+  const std::string name = it->second.forwarded_to;
+  if (!answer) return fail(op, unreachable(name, answer.error()));
+  auto remote = remote_operation_id(*answer);
+  if (!remote) return fail(op, Error{remote.error().code, "the primary " + name + ": " + remote.error().message});
+  it->second.remote_operation = *remote;
+  remote_polls_[op] = RemotePoll{primary, *remote, monotonic_now() + kRemotePollInterval, false};
+}
+
+Result<std::uint64_t> ProjectService::remote_operation_id(const PlacementService::ForwardAnswer& answer) {
+  json body = json::parse(answer.body, nullptr, false);
+  if (answer.status != 202) return make_error(code_of_status(answer.status), remote_error_message(answer.status, body));
+  if (!body.is_object() || !body.contains("operation") || !body["operation"].is_number_unsigned()) {
+    return make_error(Code::kInternal, "answered 202 without an operation id");
+  }
+  return body["operation"].get<std::uint64_t>();
+}
+
+std::string ProjectService::remote_error_message(std::uint64_t status, const json& body) {
+  if (body.is_object() && body.contains("error") && body["error"].is_string()) return body["error"].get<std::string>();
+  return "answered HTTP " + std::to_string(status);
+}
+
+Error ProjectService::unreachable(const std::string& primary_name, const Error& why) {
+  return Error{Code::kUnavailable, "the primary " + primary_name + " is unavailable (" + why.message +
+                                       "); the operation there may still complete: see `shoal where`"};
+}
+
+void ProjectService::poll_forwarded(Instant now) {
+  // Collected first: a reply may end a poll (and erase it) in-line.
+  std::vector<std::uint64_t> due;
+  for (const auto& [op, poll] : remote_polls_) {
+    if (!poll.in_flight && now >= poll.next) due.push_back(op);
+  }
+  for (std::uint64_t op : due) {
+    auto it = operations_.find(op);
+    if (it == operations_.end()) {
+      remote_polls_.erase(op);  // Dropped from the kept operations.
+      continue;
+    }
+    RemotePoll& poll = remote_polls_.at(op);
+    poll.in_flight = true;
+    const std::string path = "/v1/operations/" + std::to_string(poll.remote_operation);
+    deps_.placement->forward(
+        poll.primary, it->second.project, "GET", path, "", now,
+        [this, op](Result<PlacementService::ForwardAnswer> answer) { on_remote_state(op, answer); });
+  }
+}
+
+void ProjectService::on_remote_state(std::uint64_t op, const Result<PlacementService::ForwardAnswer>& answer) {
+  auto poll = remote_polls_.find(op);
+  auto it = operations_.find(op);
+  if (poll == remote_polls_.end() || it == operations_.end()) {
+    if (poll != remote_polls_.end()) remote_polls_.erase(poll);
+    return;
+  }
+  const std::string name = it->second.forwarded_to;
+  auto finish = [&] { remote_polls_.erase(poll); };
+  if (!answer) {
+    finish();
+    return fail(op, unreachable(name, answer.error()));
+  }
+  const json body = json::parse(answer->body, nullptr, false);
+  if (answer->status != 200 || !body.is_object() || !body.contains("state") || !body["state"].is_string()) {
+    finish();
+    return fail(op, Error{Code::kUnavailable, "the primary " + name + " lost the operation: " +
+                                                  remote_error_message(answer->status, body)});
+  }
+  const std::string state = body["state"].get<std::string>();
+  if (state == "running") {
+    poll->second.in_flight = false;
+    poll->second.next = monotonic_now() + kRemotePollInterval;
+    return;
+  }
+  finish();
+  if (state == "done") return succeed(op, body.value("result", json()));
+  // Keep the remote code (e.g. kFailedPrecondition), so the CLI's exit code matches a local run.
+  fail(op, Error{code_from_name(body.value("code", std::string())), body.value("error", std::string("failed"))});
+}
+
+PlacementService::ForwardAnswer ProjectService::serve_forward(const NodeId& from, const core::Forward& request) {
+  // Only what a forwarding agent sends: the five primary operations and
+  // polls of the operations they started. Anything else is refused.
+  std::string project;
+  std::string verb;
+  const bool operation_poll = request.method == "GET" && request.path.starts_with("/v1/operations/");
+  const bool primary_op = request.method == "POST" && split_project_path(request.path, project, verb) &&
+                          project == request.project && forwarded_verb(verb);
+  if (!operation_poll && !primary_op) {
+    return {403, json{{"error", request.method + " " + request.path + " is not forwarded between agents"}}.dump()};
+  }
+  if (primary_op) spdlog::info("project {}: running a {} forwarded by {}", project, verb, name_of(from));
+  HttpRequest http{request.method, request.path, {}, {}, request.body};
+  std::optional<AdminReply> reply = handle_request(http, true);
+  if (!reply) return {404, json{{"error", "unknown route " + request.path}}.dump()};
+  return {static_cast<std::uint64_t>(reply->response.status), reply->response.body};
 }
 
 // --- building blocks -------------------------------------------------------------
@@ -1034,6 +1203,7 @@ void ProjectService::tick(Instant now) {
     }
     ++i;
   }
+  poll_forwarded(now);
   if (now >= next_repair_) {
     next_repair_ = now + kRepairInterval;
     repair(now);

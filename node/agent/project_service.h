@@ -44,6 +44,8 @@ inline constexpr Duration kRebalanceInterval = seconds(5);
 // After this long up, the member view is complete (two LAN push-pull rounds):
 // a listed replica absent from it is treated as gone.
 inline constexpr Duration kViewSettledAfter = seconds(60);
+// How often an agent that forwarded an operation to the primary asks for its state.
+inline constexpr Duration kRemotePollInterval = milliseconds(400);
 
 class ProjectService {
  public:
@@ -94,12 +96,36 @@ class ProjectService {
     std::string error;
     std::string code;
     nlohmann::json result;
+    std::string forwarded_to;  // The primary's name when this operation runs there.
+    std::uint64_t remote_operation = 0;  // Its operation id on that primary.
+  };
+  // A forwarded operation whose state this agent mirrors.
+  struct RemotePoll {
+    NodeId primary;
+    std::uint64_t remote_operation = 0;
+    Instant next;
+    bool in_flight = false;
   };
   struct TransferWait {
     std::vector<std::uint64_t> ids;
     std::vector<NodeId> nodes;  // Parallel to ids.
     std::function<void(std::vector<NodeId> holders)> done;
   };
+
+  std::optional<AdminReply> handle_request(const HttpRequest& request, bool forwarded);
+  // Runs `local` when this node is the project's committed primary (or the
+  // request was forwarded here); otherwise forwards the request to the
+  // primary and mirrors the operation it starts there in `op`.
+  void run_on_primary(std::uint64_t op, const HttpRequest& request, bool forwarded, std::function<void()> local);
+  void forward_operation(std::uint64_t op, const NodeId& primary, const HttpRequest& request);
+  void on_forward_started(std::uint64_t op, const NodeId& primary,
+                          const Result<PlacementService::ForwardAnswer>& answer);
+  void poll_forwarded(Instant now);
+  void on_remote_state(std::uint64_t op, const Result<PlacementService::ForwardAnswer>& answer);
+  PlacementService::ForwardAnswer serve_forward(const NodeId& from, const core::Forward& request);
+  static Result<std::uint64_t> remote_operation_id(const PlacementService::ForwardAnswer& answer);
+  static std::string remote_error_message(std::uint64_t status, const nlohmann::json& body);
+  static Error unreachable(const std::string& primary_name, const Error& why);
 
   Operation& new_operation(std::string kind, std::string project);
   void succeed(std::uint64_t op, nlohmann::json result);
@@ -173,6 +199,7 @@ class ProjectService {
   std::uint64_t next_op_ = 1;
   std::map<std::uint64_t, Operation> operations_;
   std::vector<TransferWait> transfer_waits_;
+  std::map<std::uint64_t, RemotePoll> remote_polls_;  // Local operation id -> the primary's.
   Instant next_repair_{};
   std::set<std::string> busy_;                        // Projects with a repair step in flight.
   std::map<std::string, Instant> primary_dead_since_; // For the failover grace.

@@ -9,8 +9,15 @@ namespace {
 
 enum class Kind : std::uint64_t {
   kPrepare = 1, kPromise = 2, kAccept = 3, kAccepted = 4, kReject = 5, kLocate = 6, kLocated = 7,
-  kInquire = 8, kInquired = 9,
+  kInquire = 8, kInquired = 9, kForward = 10, kForwardReply = 11,
 };
+
+Status check_size(std::string_view what, std::size_t bytes, std::size_t max) {
+  if (bytes <= max) return {};
+  return make_error(Code::kInvalidArgument, "a forwarded " + std::string(what) + " of " + std::to_string(bytes) +
+                                                " bytes exceeds the " + std::to_string(max) +
+                                                " a placement datagram carries");
+}
 
 // Messages are msgpack arrays: [kind, project, generation, ballot, ...].
 void encode_ballot(Encoder& out, const Ballot& b) {
@@ -43,6 +50,17 @@ std::optional<RegisterValue> decode_optional_value(Reader& in) {
 }
 
 }  // namespace
+
+Status check_forward(const Forward& forward) {
+  if (auto s = check_size("method", forward.method.size(), kForwardMethodBytesMax); !s) return s;
+  if (auto s = check_size("path", forward.path.size(), kForwardPathBytesMax); !s) return s;
+  return check_size("request body", forward.body.size(), kForwardBodyBytesMax);
+}
+
+Status check_forward_reply(const ForwardReply& reply) {
+  if (reply.status > 999) return make_error(Code::kInvalidArgument, "a forwarded reply has no HTTP status");
+  return check_size("reply body", reply.body.size(), kForwardBodyBytesMax);
+}
 
 Bytes encode_acceptor_record(const AcceptorRecord& record) {
   Encoder out;
@@ -83,7 +101,13 @@ Bytes encode_message(const Message& message) {
           out.array(items).u64(static_cast<std::uint64_t>(kind)).str(m.project).u64(m.generation);
           if constexpr (requires { m.ballot; }) encode_ballot(out, m.ballot);
         };
-        if constexpr (std::is_same_v<T, Inquire>) {
+        if constexpr (std::is_same_v<T, Forward>) {
+          head(Kind::kForward, 7);
+          out.u64(m.request_id).str(m.method).str(m.path).str(m.body);
+        } else if constexpr (std::is_same_v<T, ForwardReply>) {
+          head(Kind::kForwardReply, 6);
+          out.u64(m.request_id).u64(m.status).str(m.body);
+        } else if constexpr (std::is_same_v<T, Inquire>) {
           head(Kind::kInquire, 4);
           out.bin(ByteView(m.snapshot.data(), m.snapshot.size()));
         } else if constexpr (std::is_same_v<T, Inquired>) {
@@ -126,8 +150,21 @@ Result<Message> decode_message(ByteView bytes) {
   std::string project = r.str(kProjectIdBytesMax);
   const std::uint64_t generation = r.u64();
   Message message;
-  if (kind >= static_cast<std::uint64_t>(Kind::kLocate) && kind <= static_cast<std::uint64_t>(Kind::kInquired)) {
-    if (kind == static_cast<std::uint64_t>(Kind::kInquire)) {
+  if (kind >= static_cast<std::uint64_t>(Kind::kLocate) && kind <= static_cast<std::uint64_t>(Kind::kForwardReply)) {
+    if (kind == static_cast<std::uint64_t>(Kind::kForward)) {
+      Forward m{std::move(project), generation, {}, {}, {}, {}};
+      m.request_id = r.u64();
+      m.method = r.str(kForwardMethodBytesMax);
+      m.path = r.str(kForwardPathBytesMax);
+      m.body = r.str(kForwardBodyBytesMax);
+      message = std::move(m);
+    } else if (kind == static_cast<std::uint64_t>(Kind::kForwardReply)) {
+      ForwardReply m{std::move(project), generation, {}, {}, {}};
+      m.request_id = r.u64();
+      m.status = r.u64_max(999);
+      m.body = r.str(kForwardBodyBytesMax);
+      message = std::move(m);
+    } else if (kind == static_cast<std::uint64_t>(Kind::kInquire)) {
       Inquire m{std::move(project), generation, {}};
       r.bin_exact(m.snapshot);
       message = std::move(m);

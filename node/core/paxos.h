@@ -94,7 +94,36 @@ struct Inquired {
   Hash256 newest{};              // Its newest snapshot (zero when none).
 };
 
-using Message = std::variant<Prepare, Promise, Accept, Accepted, Reject, Locate, Located, Inquire, Inquired>;
+// Not Paxos either: an admin request (save, open, stop, delete, move of the
+// project, or a poll of the operation one started) forwarded to the project's
+// primary, because the admin API listens on loopback only. The receiver
+// answers every retry of one (sender, request_id) with the same reply.
+// Bounded so that one fits a placement datagram with room to spare.
+inline constexpr std::size_t kForwardMethodBytesMax = 8;
+inline constexpr std::size_t kForwardPathBytesMax = 160;
+inline constexpr std::size_t kForwardBodyBytesMax = 3072;
+struct Forward {
+  std::string project;
+  std::uint64_t generation = 0;  // Unused.
+  std::uint64_t request_id = 0;  // Unique per sender (it starts above the ids of its earlier runs).
+  std::string method;
+  std::string path;
+  std::string body;
+};
+struct ForwardReply {
+  std::string project;
+  std::uint64_t generation = 0;  // Unused.
+  std::uint64_t request_id = 0;
+  std::uint64_t status = 0;      // The HTTP status the primary's admin API answered.
+  std::string body;
+};
+// Whether a forward or its reply is within the bounds decode_message
+// enforces; the error names the part that is too large and the limit.
+Status check_forward(const Forward& forward);
+Status check_forward_reply(const ForwardReply& reply);
+
+using Message = std::variant<Prepare, Promise, Accept, Accepted, Reject, Locate, Located, Inquire, Inquired, Forward,
+                             ForwardReply>;
 
 const std::string& message_project(const Message& message);
 std::uint64_t message_generation(const Message& message);

@@ -129,6 +129,8 @@ TEST(Messages, RoundTripEveryKind) {
       Located{"proj.1", 3, true, {node(1), node(2), node(3)}},
       Inquire{"proj.1", 0, Hash256{1, 2, 3}},
       Inquired{"proj.1", 0, true, 4, Hash256{9}},
+      Forward{"proj.1", 0, 7, "POST", "/v1/projects/proj.1/move", R"({"to":"node-3"})"},
+      ForwardReply{"proj.1", 0, 7, 202, R"({"operation":4})"},
   };
   for (const Message& m : all) {
     const Bytes wire = encode_message(m);
@@ -175,6 +177,48 @@ TEST(Messages, GarbageAndTruncationAreErrorsNotCrashes) {
     bad[i] ^= 0xff;
   }
   EXPECT_FALSE(decode_message(encode_message(Prepare{"bad/id", 0, {1, node(1)}})).has_value());
+}
+
+TEST(Messages, ForwardRoundTripsFieldByField) {
+  const Forward f{"proj.1", 0, (std::uint64_t{5} << 32) + 1, "POST", "/v1/projects/proj.1/save", "{}"};
+  auto back = decode_message(encode_message(f));
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  const auto& got = std::get<Forward>(*back);
+  EXPECT_EQ(got.request_id, f.request_id);
+  EXPECT_EQ(got.method, f.method);
+  EXPECT_EQ(got.path, f.path);
+  EXPECT_EQ(got.body, f.body);
+  const ForwardReply r{"proj.1", 0, 9, 200, std::string(kForwardBodyBytesMax, 'x')};
+  auto reply = decode_message(encode_message(r));
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  EXPECT_EQ(std::get<ForwardReply>(*reply).status, 200u);
+  EXPECT_EQ(std::get<ForwardReply>(*reply).body, r.body);
+  // The largest forward fits a datagram's plaintext (4096 less the seal,
+  // the tag byte and the sender id) with room to spare.
+  const Forward largest{std::string(kProjectIdBytesMax, 'p'), 0, ~std::uint64_t{0},
+                        std::string(kForwardMethodBytesMax, 'M'), std::string(kForwardPathBytesMax, '/'),
+                        std::string(kForwardBodyBytesMax, 'b')};
+  EXPECT_LT(encode_message(largest).size(), 3500u);
+}
+
+TEST(Messages, OversizeForwardsAreRefusedWithTheLimit) {
+  Forward f{"proj", 0, 1, "POST", "/v1/projects/proj/save", std::string(kForwardBodyBytesMax + 1, 'b')};
+  const Status checked = check_forward(f);
+  ASSERT_FALSE(checked.has_value());
+  EXPECT_NE(checked.error().message.find(std::to_string(kForwardBodyBytesMax)), std::string::npos);
+  EXPECT_FALSE(decode_message(encode_message(f)).has_value());
+  f.body = "{}";
+  EXPECT_TRUE(check_forward(f).has_value());
+  f.path = std::string(kForwardPathBytesMax + 1, '/');
+  EXPECT_FALSE(check_forward(f).has_value());
+  EXPECT_FALSE(decode_message(encode_message(f)).has_value());
+  ForwardReply r{"proj", 0, 1, 200, std::string(kForwardBodyBytesMax + 1, 'x')};
+  EXPECT_FALSE(check_forward_reply(r).has_value());
+  EXPECT_FALSE(decode_message(encode_message(r)).has_value());
+  r.body = "{}";
+  r.status = 1000;
+  EXPECT_FALSE(check_forward_reply(r).has_value());
+  EXPECT_FALSE(decode_message(encode_message(r)).has_value());
 }
 
 }  // namespace

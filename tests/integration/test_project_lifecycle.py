@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from harness import SHOAL, Cluster
-from test_placement import port_free, tree_diff
+from test_placement import operations, port_free, tree_diff
 
 
 class LifecycleTest(unittest.TestCase):
@@ -98,9 +98,12 @@ class LifecycleTest(unittest.TestCase):
         out = os.path.join(c.root, "restored")
         target.cli("project", "restore", "life", "--to", out)
         self.assertEqual(tree_diff(expected, out), [])
-        r = a0.cli("project", "save", "life", check=False)
-        self.assertEqual(r.returncode, 1)
-        self.assertIn(target.name, r.stderr)
+        # The old primary's agent forwards a save to the new primary.
+        target_dir = os.path.join(target.data_dir, "projects", "life")
+        c.wait_for(lambda: os.path.isfile(os.path.join(target_dir, "c.txt")), 20, "the working directory on the target")
+        snap = a0.cli("project", "save", "life").stdout.strip()
+        self.assertEqual(self.where(target, "life")["last_ack"]["snapshot"], snap)
+        self.assertEqual(operations(a0, "save", "life")[-1]["forwarded"]["to"], target.name)
 
         # Delete: every replica drops its snapshots; the old working directory is set aside.
         target.cli("project", "delete", "life")
@@ -201,6 +204,42 @@ class LifecycleTest(unittest.TestCase):
         with self.assertRaises(urllib.error.HTTPError) as bad:
             agents[0].http("POST", "/v1/debug/health", {"free_disk_bytes": "lots"})
         self.assertEqual(bad.exception.code, 400)
+
+    def test_save_on_a_non_primary_is_forwarded_to_the_primary(self):
+        c, agents = self.cluster(6, 3)
+        src = os.path.join(c.root, "src")
+        self.make_tree(src, {"a.txt": b"forwarded\n" * 1000})
+        agents[0].cli("project", "create", "--id", "fwd", "--from", src)
+        before = self.where(agents[0], "fwd")
+        by_name = {a.name: a for a in agents}
+        primary = by_name[before["primary"]]
+        workdir = os.path.join(primary.data_dir, "projects", "fwd")
+        c.wait_for(lambda: os.path.isfile(os.path.join(workdir, "a.txt")), 20, "the working directory on the primary")
+        with open(os.path.join(workdir, "a.txt"), "ab") as f:
+            f.write(b"edited on the primary\n")
+        other = next(a for a in agents if a is not primary)
+
+        snap = other.cli("project", "save", "fwd").stdout.strip()
+        after = self.where(other, "fwd")
+        self.assertEqual(after["last_ack"]["snapshot"], snap)
+        self.assertEqual(after["last_ack"]["seq"], before["last_ack"]["seq"] + 1)
+        self.assertEqual(after["primary"], primary.name)
+        # The non-primary's operation mirrors the one the primary ran, and names it.
+        [local] = operations(other, "save", "fwd")
+        self.assertEqual(local["state"], "done", local)
+        self.assertEqual(local["forwarded"]["to"], primary.name)
+        self.assertEqual(local["result"]["snapshot"], snap)
+        remote = primary.http("GET", f"/v1/operations/{local['forwarded']['operation']}")
+        self.assertEqual((remote["kind"], remote["state"]), ("save", "done"))
+        self.assertEqual(remote["result"]["snapshot"], snap)
+        # Run once on the primary, whatever the retries.
+        self.assertEqual(len(operations(primary, "save", "fwd")), 1)
+
+        # A refusal on the primary comes back as the local operation's error.
+        r = other.cli("project", "move", "fwd", "--to", "no-such-node", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no-such-node", r.stderr)
+        self.assertIn("not an alive member", r.stderr)
 
     def test_garbage_bodies_on_project_routes_get_clear_400s(self):
         c, agents = self.cluster(4, 1)
