@@ -9,8 +9,9 @@
 2. Partition: cut one agent off (gossip and placement datagrams, both ways, with
    the agent's test-only `--enable-fault-injection` switch); it cannot save
    before or after the others fail over, its `where` is never stale, the new
-   primary saves during the partition, and after healing the old primary is
-   told who the primary is and the restore matches the partition-time save.
+   primary saves during the partition, and after healing the old primary
+   forwards a save to the new primary (it never saves at its lost epoch) and
+   the restore matches the partition-time tree.
 
 The contract is docs/projects-api.md and docs/placement.md. Run one case:
   SHOAL_BIN=build/h-pf/bin/shoal python3 -m unittest -v test_placement_faults.PlacementFaultTest.test_partitioned_primary_cannot_save_and_learns_the_new_epoch
@@ -28,7 +29,8 @@ import unittest
 import urllib.request
 
 from harness import SHOAL, Cluster
-from test_placement import PlacementHelpers, change_tree, doc_subtrees, make_project_dir, port_free, tree_diff
+from test_placement import (PlacementHelpers, change_tree, doc_subtrees, make_project_dir, operations, port_free,
+                            tree_diff)
 
 REPAIR_BOUND_S = 90.0    # kill -9 -> new primary and a replacement replica for every project the node held.
 COLLECT_BOUND_S = 90.0   # Restart -> every obsolete copy collected (the collection loop checks every 10 s).
@@ -432,17 +434,24 @@ class PlacementFaultTest(PlacementHelpers, unittest.TestCase):
             final = self.where(others[0], p)
             self.assertEqual((final["epoch"], final["primary"], final["last_ack"]["snapshot"]),
                              (w["epoch"], w["primary"], saved2[p][0]), final)
-            # The old primary's save is refused (never acknowledged) and names the new primary.
+            # A save asked of the old primary no longer runs there: once it has learned the new
+            # epoch it forwards the save to the new primary, which snapshots its own working
+            # directory (restored below, equal to the partition-time tree, not the old one).
             deadline, r = time.monotonic() + 30, None
             while time.monotonic() < deadline:
                 r = iso.cli("project", "save", p, check=False)
+                if r.returncode == 0:
+                    break
                 self.assertEqual((r.returncode, r.stdout), (1, ""), f"save of {p} on {iso.name} after the heal: "
                                                                     f"{r.stderr!r}")
-                if "not the primary" in r.stderr:
-                    break
                 time.sleep(1)
-            self.assertIn("not the primary", r.stderr)
-            self.assertIn(w["primary"], r.stderr)
+            self.assertEqual(r.returncode, 0, f"save of {p} on {iso.name} 30 s after the heal: {r.stderr!r}")
+            forwarded_snap = r.stdout.strip()
+            last = operations(iso, "save", p)[-1]
+            self.assertEqual(last.get("forwarded", {}).get("to"), w["primary"], last)
+            after = self.where(others[1], p)
+            self.assertEqual((after["epoch"], after["primary"], after["last_ack"]["snapshot"]),
+                             (w["epoch"], w["primary"], forwarded_snap), after)
             # Its `where` answers the committed placement (or unavailable for a moment), never the stale one.
             deadline, mine = time.monotonic() + 30, None
             while mine is None and time.monotonic() < deadline:
@@ -454,8 +463,7 @@ class PlacementFaultTest(PlacementHelpers, unittest.TestCase):
                 else:
                     time.sleep(1)
             self.assertIsNotNone(mine, f"where {p} on {iso.name} still unavailable 30 s after the heal")
-            self.assertEqual(self.where(others[1], p)["last_ack"]["snapshot"], saved2[p][0])
-            # The restore on the new primary is the partition-time save, byte for byte.
+            # The restore on the new primary is the partition-time tree, byte for byte.
             out = os.path.join(c.root, "restored", p)
             names[w["primary"]].cli("project", "restore", p, "--to", out)
             self.assertEqual(tree_diff(saved2[p][1], out), [], f"{p}: restore on {w['primary']} differs")
@@ -463,7 +471,7 @@ class PlacementFaultTest(PlacementHelpers, unittest.TestCase):
         print(f"\n  cut {iso.name} off: save refused at once ({first_refusals[projects[0]][0][:90]!r}, {first_refusals[projects[0]][1]:.1f} s after the cut); "
               f"new primaries {[moved[p]['primary'] + '@' + str(moved[p]['epoch']) for p in projects]} after "
               f"{failover_s:.1f} s; refused again ({later_refusals[projects[0]][:90]!r}); merged {merged_s:.1f} s "
-              f"after the heal")
+              f"after the heal, then its saves are forwarded to the new primary")
 
 
 if __name__ == "__main__":
