@@ -314,6 +314,15 @@ TEST_F(SnapshotTest, TruncatedPackIsCorruptionAndRestoreKeepsTheRest) {
   const SnapshotInfo s = Save("p", src_);
   const ChunkId id = ChunksOf(s, "z_bad").at(0);
   ASSERT_NE(Locate(id).pack, Locate(s.commit.tree).pack);
+  // Chunks are hashed and compressed by two threads, so whether a chunk of
+  // "a_good" was appended after "z_bad" varies from run to run: the files
+  // damaged are exactly those with a chunk at or past the cut.
+  const ChunkLocation cut = Locate(id);
+  std::set<std::string> past_cut{"z_bad"};
+  for (const ChunkId& c : ChunksOf(s, "a_good")) {
+    const ChunkLocation l = Locate(c);
+    if (l.pack == cut.pack && l.offset >= cut.offset) past_cut.insert("a_good");
+  }
   TruncatePackInside(id);
 
   auto txn = Txn::begin_read(store_->env());
@@ -325,18 +334,25 @@ TEST_F(SnapshotTest, TruncatedPackIsCorruptionAndRestoreKeepsTheRest) {
 
   auto r = store_->restore(s, Target("out"));
   ASSERT_TRUE(r) << r.error().to_string();
-  ASSERT_EQ(r->damaged.size(), 1u);
-  EXPECT_EQ(r->damaged[0].path, "z_bad");
-  EXPECT_EQ(r->damaged[0].chunk, id);
+  std::set<std::string> damaged;
+  for (const auto& d : r->damaged) damaged.insert(d.path);
+  EXPECT_EQ(damaged, past_cut);
   EXPECT_FALSE(fs::exists(Target("out") + "/z_bad"));  // No file with wrong contents.
-  EXPECT_EQ(read_file(Target("out") + "/a_good"), good);
+  if (!past_cut.contains("a_good")) {
+    EXPECT_EQ(read_file(Target("out") + "/a_good"), good);
+  }
   EXPECT_TRUE(fs::is_directory(Target("out") + "/d"));
   // The store itself lost nothing else.
   auto v = store_->verify({s});
   ASSERT_TRUE(v);
-  ASSERT_EQ(v->snapshots[0].damage.size(), 1u);
-  EXPECT_EQ(v->snapshots[0].damage[0].path, "z_bad");
-  EXPECT_EQ(v->snapshots[0].damage[0].chunk, id);
+  std::set<std::string> verified_damage;
+  bool names_the_cut_chunk = false;
+  for (const auto& d : v->snapshots[0].damage) {
+    verified_damage.insert(d.path);
+    names_the_cut_chunk = names_the_cut_chunk || (d.path == "z_bad" && d.chunk == id);
+  }
+  EXPECT_EQ(verified_damage, past_cut);
+  EXPECT_TRUE(names_the_cut_chunk);
   EXPECT_EQ(v->snapshots[0].snapshot.id, s.id);
 }
 
