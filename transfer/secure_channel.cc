@@ -36,6 +36,7 @@
 
 #include "base/assert.h"
 #include "base/codec.h"
+#include "transfer/frame_seal.h"
 
 namespace shoal::transfer {
 
@@ -90,14 +91,10 @@ std::array<std::uint8_t, 12> nonce_for(std::uint64_t counter) {
   return nonce;
 }
 
-void put_u32(Bytes& out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    out.push_back(static_cast<std::uint8_t>(v >> shift));
-  }
-}
-void put_u64(Bytes& out, std::uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out.push_back(static_cast<std::uint8_t>(v >> shift));
+// Writes the low `bytes` bytes of v big-endian at p.
+void put_be(std::uint8_t* p, std::uint64_t v, std::size_t bytes) {
+  for (std::size_t i = 0; i < bytes; ++i) {
+    p[i] = static_cast<std::uint8_t>(v >> (8 * (bytes - 1 - i)));
   }
 }
 std::uint64_t get_be(const std::uint8_t* p, int bytes) {
@@ -241,15 +238,25 @@ void SecureChannel::start_initiator() {
   const Bytes tag = SymmetricOps::encrypt_and_hash(sym_.k, sym_.h, sym_.n, {});
   Encoder e;
   e.array(3).u64(kChannelVersion).bin(ephemeral_public_).bin(tag);
-  transmit_.insert(transmit_.end(), kChannelPreamble.begin(), kChannelPreamble.end());
+  std::memcpy(transmit_room(kChannelPreamble.size()), kChannelPreamble.data(), kChannelPreamble.size());
   queue_record(e.take());
   handshake_step_ = 1;
 }
 
 void SecureChannel::queue_record(ByteView body) {
   SHOAL_ASSERT(body.size() <= kFrameBytesMax);
-  put_u32(transmit_, static_cast<std::uint32_t>(body.size()));
-  transmit_.insert(transmit_.end(), body.begin(), body.end());
+  std::uint8_t* record = transmit_room(kRecordHeaderBytes + body.size());
+  put_be(record, body.size(), kRecordHeaderBytes);
+  std::memcpy(record + kRecordHeaderBytes, body.data(), body.size());
+}
+
+std::uint8_t* SecureChannel::transmit_room(std::size_t bytes) {
+  if (transmit_.size() < transmit_used_ + bytes) {
+    transmit_.resize(transmit_used_ + bytes);
+  }
+  std::uint8_t* room = transmit_.data() + transmit_used_;
+  transmit_used_ += bytes;
+  return room;
 }
 
 void SecureChannel::on_bytes(Instant now, ByteView bytes) {
@@ -636,25 +643,19 @@ void SecureChannel::send_frame(Instant now, std::uint8_t type, std::span<const B
   const std::size_t body_bytes = kFrameCounterBytes + plaintext_bytes + kFrameTagBytes;
   SHOAL_ASSERT(body_bytes <= kFrameBytesMax);
 
-  const std::size_t start = transmit_.size();
-  put_u32(transmit_, static_cast<std::uint32_t>(body_bytes));
-  put_u64(transmit_, send_.counter);
-  const std::size_t header_end = transmit_.size();
-  transmit_.push_back(type);
-  // The one copy of the payload: into the frame, then sealed where it lies.
-  for (const ByteView part : parts) {
-    transmit_.insert(transmit_.end(), part.begin(), part.end());
-  }
-  transmit_.resize(start + kRecordHeaderBytes + body_bytes);
-  std::uint8_t* header = transmit_.data() + start;
-  std::uint8_t* text = transmit_.data() + header_end;
-  const auto nonce = nonce_for(send_.counter);
-  unsigned long long written = 0;
-  // In place: libsodium allows the ciphertext to overlap the plaintext exactly.
-  SHOAL_ASSERT(crypto_aead_chacha20poly1305_ietf_encrypt(text, &written, text, plaintext_bytes, header,
-                                                         kRecordHeaderBytes + kFrameCounterBytes, nullptr,
-                                                         nonce.data(), send_.key.data()) == 0);
-  SHOAL_ASSERT(written == plaintext_bytes + kFrameTagBytes);
+  std::uint8_t* record = transmit_room(kRecordHeaderBytes + body_bytes);
+  put_be(record, body_bytes, kRecordHeaderBytes);
+  put_be(record + kRecordHeaderBytes, send_.counter, kFrameCounterBytes);
+  const ByteView header(record, kRecordHeaderBytes + kFrameCounterBytes);
+  const std::span<std::uint8_t> text(record + header.size(), plaintext_bytes);
+  const std::span<std::uint8_t, kFrameTagBytes> tag(record + header.size() + plaintext_bytes, kFrameTagBytes);
+  // The payload is encrypted from where it lies into the frame: no copy first.
+  ByteView all[1 + kSendPartsMax];
+  SHOAL_ASSERT(parts.size() <= kSendPartsMax);
+  all[0] = ByteView(&type, 1);
+  std::copy(parts.begin(), parts.end(), all + 1);
+  seal_parts(text, tag, std::span<const ByteView>(all, 1 + parts.size()), header, nonce_for(send_.counter),
+             send_.key);
   ++send_.counter;
   ++send_.frames_this_key;
   send_.bytes_this_key += plaintext_bytes;
@@ -792,7 +793,11 @@ Status SecureChannel::send_parts(Instant now, std::span<const ByteView> parts) {
     return make_error(Code::kInvalidArgument, "message of " + std::to_string(bytes) + " bytes, limit " +
                                                   std::to_string(kMessageBytesMax));
   }
-  if (transmit_.size() >= config_.transmit_bytes_max) {
+  if (parts.size() > kSendPartsMax) {
+    return make_error(Code::kInvalidArgument, "message in " + std::to_string(parts.size()) + " parts, limit " +
+                                                  std::to_string(kSendPartsMax));
+  }
+  if (transmit_used_ >= config_.transmit_bytes_max) {
     return make_error(Code::kResourceExhausted, "transmit buffer full; drain poll_transmit() first");
   }
   send_frame(now, kFrameData, parts);
@@ -811,16 +816,17 @@ void SecureChannel::close(Instant now) {
 }
 
 std::optional<Bytes> SecureChannel::poll_transmit() {
-  if (transmit_.empty() || state_ == ChannelState::kFailed) {
+  if (transmit_used_ == 0 || state_ == ChannelState::kFailed) {
     return std::nullopt;
   }
   Bytes out;
+  transmit_.resize(transmit_used_);
   out.swap(transmit_);
+  transmit_used_ = 0;
   if (transmit_spare_.capacity() >= out.size()) {
     // A buffer the driver wrote and handed back: sealing into it costs no
-    // allocation and no page faults.
+    // allocation and no page faults, and, as it keeps its size, no zero-fill.
     transmit_.swap(transmit_spare_);
-    transmit_.clear();
   } else {
     // The next frames go into a buffer as large as what this one carried, so
     // that a steady sender does not regrow (copy, and fault in) a fresh buffer
@@ -835,8 +841,9 @@ void SecureChannel::recycle_transmit(Bytes&& buffer) {
   if (state_ == ChannelState::kFailed) {
     return;
   }
-  buffer.clear();
-  if (transmit_.empty() && buffer.capacity() > transmit_.capacity()) {
+  // Not cleared: its size is room transmit_room() need not zero-fill again
+  // (what it holds is ciphertext already sent).
+  if (transmit_used_ == 0 && buffer.capacity() > transmit_.capacity()) {
     transmit_.swap(buffer);  // The next frames go straight into it.
   }
   // Keep the larger of what is left; one spare bounds what an idle channel holds.
@@ -925,6 +932,7 @@ void SecureChannel::fail(FailReason reason, std::string message) {
   }
   error_ = Error{code, std::string(fail_reason_name(reason)) + ": " + message};
   transmit_.clear();
+  transmit_used_ = 0;
   transmit_spare_ = Bytes();
   wipe_ephemeral();
   if (metrics_) {

@@ -48,6 +48,8 @@ inline constexpr std::size_t kFrameTagBytes = 16;
 inline constexpr std::size_t kFrameTypeBytes = 1;
 // Largest application message carried by one frame (chunk pieces are smaller).
 inline constexpr std::size_t kMessageBytesMax = 256 * 1024;
+// Most parts one send_parts() call may give (they are sealed from where they lie).
+inline constexpr std::size_t kSendPartsMax = 8;
 inline constexpr std::size_t kFramePlaintextBytesMax = kFrameTypeBytes + kMessageBytesMax;
 // Largest record body after the handshake: counter, ciphertext, tag.
 inline constexpr std::size_t kFrameBytesMax = kFrameCounterBytes + kFramePlaintextBytesMax + kFrameTagBytes;
@@ -156,7 +158,8 @@ class SecureChannel {
   // while transmit_bytes_max bytes are waiting (drain poll_transmit() first).
   [[nodiscard]] Status send(Instant now, ByteView message);
   // The same for a message given in parts (e.g. a header and a view of a
-  // chunk): they are copied once, into the frame, in order.
+  // chunk), at most kSendPartsMax: parts of 64 bytes or more are encrypted
+  // from where they lie straight into the frame, without a copy first.
   [[nodiscard]] Status send_parts(Instant now, std::span<const ByteView> parts);
   // Sends a close frame; no more send() after it. The peer's messages still arrive.
   void close(Instant now);
@@ -191,7 +194,7 @@ class SecureChannel {
   std::uint64_t frames_sent() const { return send_.counter; }
   std::uint64_t frames_received() const { return receive_.counter; }
   std::uint64_t rekeys() const { return send_.rekeys + receive_.rekeys; }
-  std::size_t transmit_bytes() const { return transmit_.size(); }
+  std::size_t transmit_bytes() const { return transmit_used_; }
   // False while the driver should stop reading the socket (frames wait for poll_message()).
   bool wants_bytes() const;
 
@@ -220,6 +223,9 @@ class SecureChannel {
   void process(Instant now);
   bool check_preamble();
   void queue_record(ByteView body);
+  // `bytes` more bytes at the end of what awaits poll_transmit(), to be written
+  // by the caller. Valid until the next call.
+  std::uint8_t* transmit_room(std::size_t bytes);
   void send_frame(Instant now, std::uint8_t type, std::span<const ByteView> parts);
   void compact_receive_buffer();
   void split(const Symmetric& s);
@@ -269,8 +275,12 @@ class SecureChannel {
   };
   std::deque<Delivered> inbox_;
   std::size_t inbox_bytes_ = 0;
+  // Bytes awaiting poll_transmit() are transmit_[0, transmit_used_). Its size()
+  // may be larger: a recycled buffer keeps the size it was sent with, so
+  // frames sealed into it again do not zero-fill it first.
   Bytes transmit_;
-  Bytes transmit_spare_;  // A written buffer handed back by the driver.
+  std::size_t transmit_used_ = 0;
+  Bytes transmit_spare_;  // A written buffer handed back by the driver (its size kept likewise).
 };
 
 }  // namespace shoal::transfer

@@ -2,9 +2,11 @@
 // agent (built and run by bench/transfer/run.sh, not by ctest).
 //
 // Prints tab-separated lines:
-//   sodium  <op> <bytes> <GB/s>        raw libsodium ChaCha20-Poly1305-IETF on one core
+//   sodium  <op> <bytes> <GB/s>        raw libsodium ChaCha20-Poly1305-IETF on one core, and
+//                                      XChaCha20-Poly1305 on 1 MiB exactly as
+//                                      ../shared/peers/transfer_bench.sh measures it
 //   channel mem_one_core <bytes> <GB/s> <ratio to raw seal+open on one core>
-//   channel tcp_two_threads <bytes> <GB/s> <ratio to raw encrypt on one core>
+//   channel tcp_two_threads <bytes> <GB/s> <ratio to raw encrypt on one core> ... vs_xchacha_1MiB <ratio>
 //   setup   <n> <median ms> <p90 ms> <min ms>   TCP connect + full handshake over 127.0.0.1
 //
 // mem_one_core: one thread seals (SecureChannel::send + poll_transmit) and
@@ -239,6 +241,23 @@ int main(int argc, char** argv) {
   std::printf("sodium\tchacha20poly1305_ietf_decrypt\t%zu\t%.3f\n", msg, dec);
   std::printf("sodium\tseal_plus_open_one_core\t%zu\t%.3f\n", msg, seal_open);
   std::printf("sodium\tchacha20poly1305_ietf_encrypt_per_cpu_second\t%zu\t%.3f\n", msg, enc_cpu);
+  // The peers' reference figure ("XChaCha20-Poly1305 about 1.35 GB/s"): the
+  // same call, buffer size and timing as ../shared/peers/transfer_bench.sh.
+  double xenc = 0;
+  {
+    const std::size_t n = std::size_t{1} << 20;
+    std::vector<std::uint8_t> xin(n + 64), xout(n + 64);
+    randombytes_buf(xin.data(), n);
+    std::uint8_t n24[24];
+    randombytes_buf(n24, sizeof n24);
+    xenc = best_rate(
+        [&] {
+          unsigned long long l;
+          crypto_aead_xchacha20poly1305_ietf_encrypt(xout.data(), &l, xin.data(), n, nullptr, 0, nullptr, n24, key);
+        },
+        n);
+    std::printf("sodium\txchacha20poly1305_ietf_encrypt\t%zu\t%.3f\n", n, xenc);
+  }
   std::fflush(stdout);
 
   // ---- channel in memory, one core does both ends
@@ -327,9 +346,9 @@ int main(int argc, char** argv) {
     const double rate = static_cast<double>(received.load()) / (t_last - t_first) / 1e9;
     const double busiest = std::max(tx_cpu / tx_wall, rx_cpu / (t_last - t_first));
     std::printf("channel\ttcp_two_threads\t%zu\t%.3f\t%.2f\tsender_cpu_share\t%.2f\treceiver_cpu_share\t%.2f"
-                "\tper_cpu\t%.3f\t%.2f\n",
+                "\tper_cpu\t%.3f\t%.2f\tvs_xchacha_1MiB\t%.2f\n",
                 msg, rate, rate / enc, tx_cpu / tx_wall, rx_cpu / (t_last - t_first), rate / busiest,
-                rate / busiest / enc_cpu);
+                rate / busiest / enc_cpu, rate / xenc);
     std::fflush(stdout);
     (void)sent;
   }

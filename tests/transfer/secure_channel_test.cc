@@ -507,13 +507,30 @@ TEST_F(ChannelTest, ZeroCopyCallsDeliverTheSameMessages) {
   }
   EXPECT_EQ(got, sent);
   EXPECT_EQ(b_->state(), ChannelState::kEstablished);
-  // The recycled buffer carries the next frames.
+  // The recycled buffer carries the next frames, and only them: the bytes of
+  // the bigger batch it carried before are not sent again.
   ASSERT_TRUE(a_->send(now_, B("again")));
   auto tx = a_->poll_transmit();
   ASSERT_TRUE(tx);
   EXPECT_GE(tx->capacity(), capacity_before);
+  EXPECT_EQ(tx->size(), kRecordHeaderBytes + kFrameCounterBytes + kFrameTypeBytes + 5 + kFrameTagBytes);
   b_->on_bytes(now_, *tx);
   EXPECT_EQ(b_->poll_message(), B("again"));
+}
+
+TEST_F(ChannelTest, SendPartsRefusesMorePartsThanItSeals) {
+  MakePair();
+  Pump();
+  ASSERT_TRUE(a_->established());
+  const Bytes m = B("x");
+  std::vector<ByteView> parts(kSendPartsMax, ByteView(m));
+  EXPECT_TRUE(a_->send_parts(now_, parts));
+  parts.push_back(ByteView(m));
+  const Status refused = a_->send_parts(now_, parts);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Code::kInvalidArgument);
+  Pump();
+  EXPECT_EQ(Received(*b_), (std::vector<Bytes>{Bytes(kSendPartsMax, 'x')}));
 }
 
 TEST_F(ChannelTest, RekeysAcrossManyFramesInBothDirections) {
