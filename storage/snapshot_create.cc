@@ -60,7 +60,12 @@ constexpr std::size_t kBatchBytesMax = 32u << 20;
 // in data.mdb. 16,384 puts dirty at most ~the whole index of a 1 GiB store.
 constexpr std::size_t kBatchPutsMax = 16384;
 constexpr std::uint64_t kReleaseMapEveryBytes = 4u << 20;
-constexpr std::size_t kQueueJobsMax = 16;          // Chunks in flight per queue (<= 4 MiB at 256 KiB).
+// Chunks travel between the reader, the workers and the writer in batches:
+// a queue hand-off (a lock, often a futex wake and a context switch) per
+// chunk cost ~10 % of a save's CPU when most files are one small chunk.
+constexpr std::size_t kJobBatchBytes = 256u << 10;  // Ship a batch at this many bytes of chunk data
+constexpr std::size_t kJobBatchChunks = 64;         // or this many chunks.
+constexpr std::size_t kQueueBatchesMax = 2;         // Batches in flight per queue (~512 KiB of chunks).
 constexpr std::size_t kReadBufferBytes = 1u << 20;
 constexpr unsigned kWorkersMax = 16;
 
@@ -276,6 +281,34 @@ struct ChunkJob {
   std::uint64_t zero_bytes = 0;  // > 0: a chunk of that many zeros (a hole), data empty.
 };
 
+using ChunkJobs = std::vector<ChunkJob>;
+
+// Collects the reader's chunks and pushes them to the workers a batch at a time.
+class JobBatcher {
+ public:
+  explicit JobBatcher(BoundedQueue<ChunkJobs>& queue) : queue_(queue) {}
+  void add(ChunkJob job) {
+    bytes_ += job.data.size();
+    pending_.push_back(std::move(job));
+    if (bytes_ >= kJobBatchBytes || pending_.size() >= kJobBatchChunks) {
+      flush();
+    }
+  }
+  void flush() {
+    if (!pending_.empty()) {
+      queue_.push(std::move(pending_));
+      pending_ = ChunkJobs();
+      pending_.reserve(kJobBatchChunks);
+    }
+    bytes_ = 0;
+  }
+
+ private:
+  BoundedQueue<ChunkJobs>& queue_;
+  ChunkJobs pending_;
+  std::size_t bytes_ = 0;
+};
+
 struct ChunkResult {
   std::size_t file = 0;
   std::size_t index = 0;
@@ -451,8 +484,8 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
 
   // Phase 2: read, cut, hash, compress, store.
   ErrorSlot error;
-  BoundedQueue<ChunkJob> jobs(kQueueJobsMax);
-  BoundedQueue<ChunkResult> results(kQueueJobsMax);
+  BoundedQueue<ChunkJobs> jobs(kQueueBatchesMax);
+  BoundedQueue<std::vector<ChunkResult>> results(kQueueBatchesMax);
   std::vector<std::vector<ChunkId>> file_chunks(scan.files.size());  // Owned by the writer until joined.
   std::uint64_t new_bytes = 0;
   std::uint64_t chunks_new = 0;
@@ -471,32 +504,53 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
   std::vector<std::thread> workers;
   for (unsigned w = 0; w < worker_count; ++w) {
     workers.emplace_back([&] {
-      while (auto job = jobs.pop()) {
-        const bool zero = job->zero_bytes != 0;
-        ChunkResult r{.file = job->file, .index = job->index, .id = zero ? zero_id : chunk_id_of(job->data),
-                      .stored = std::nullopt};
-        bool first = false;
+      std::vector<bool> first;
+      while (auto batch = jobs.pop()) {
+        std::vector<ChunkResult> out;
+        out.reserve(batch->size());
+        for (const ChunkJob& job : *batch) {
+          out.push_back(ChunkResult{.file = job.file, .index = job.index,
+                                    .id = job.zero_bytes != 0 ? zero_id : chunk_id_of(job.data), .stored = std::nullopt});
+        }
+        first.assign(out.size(), false);
+        bool any_first = false;
         {
           std::lock_guard lock(claimed_mutex);
-          first = claimed.insert(r.id).second;
+          for (std::size_t k = 0; k < out.size(); ++k) {
+            first[k] = claimed.insert(out[k].id).second;
+            any_first = any_first || first[k];
+          }
         }
-        if (first && !error.failed()) {
-          // One short read snapshot per check: a long-lived one would pin the
+        if (any_first && !error.failed()) {
+          // One short read snapshot per batch: a long-lived one would pin the
           // pages each batch commit frees, and the file would grow by them.
-          bool present = false;
+          std::vector<bool> present(out.size(), true);
           {
             auto t = Txn::begin_read(*env_);
-            auto has = t ? chunks_.contains(*t, r.id) : Result<bool>(std::unexpected(t.error()));
-            if (!has) {
-              error.set(has.error());
+            if (!t) {
+              error.set(t.error());
             }
-            present = has.value_or(true);
+            for (std::size_t k = 0; t && k < out.size(); ++k) {
+              if (!first[k]) {
+                continue;
+              }
+              auto has = chunks_.contains(*t, out[k].id);
+              if (!has) {
+                error.set(has.error());
+                break;
+              }
+              present[k] = *has;
+            }
           }
-          if (!present) {
-            r.stored = encode_chunk(zero ? Bytes(job->zero_bytes, 0) : job->data, level);
+          for (std::size_t k = 0; k < out.size() && !error.failed(); ++k) {
+            if (first[k] && !present[k]) {
+              const ChunkJob& job = (*batch)[k];
+              out[k].stored = encode_chunk(job.zero_bytes != 0 ? Bytes(job.zero_bytes, 0) : job.data, level);
+            }
           }
         }
-        results.push(std::move(r));
+        batch->clear();  // Free the read bytes before waiting on the writer.
+        results.push(std::move(out));
       }
     });
   }
@@ -529,23 +583,25 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
       }
       batch_bytes = 0;
     };
-    while (auto r = results.pop()) {
-      auto& list = file_chunks[r->file];
-      if (list.size() <= r->index) {
-        list.resize(r->index + 1);
-      }
-      list[r->index] = r->id;
-      if (!r->stored || error.failed()) {
-        continue;
-      }
-      if (auto s = chunk_writer.add(r->id, *r->stored); !s) {
-        error.set(s.error());
-        continue;
-      }
-      batch_bytes += r->stored->size();
-      fault_point("chunk_put");
-      if (batch_bytes >= kBatchBytesMax || chunk_writer.pending() >= kBatchPutsMax) {
-        commit_batch();
+    while (auto batch = results.pop()) {
+      for (const ChunkResult& r : *batch) {
+        auto& list = file_chunks[r.file];
+        if (list.size() <= r.index) {
+          list.resize(r.index + 1);
+        }
+        list[r.index] = r.id;
+        if (!r.stored || error.failed()) {
+          continue;
+        }
+        if (auto s = chunk_writer.add(r.id, *r.stored); !s) {
+          error.set(s.error());
+          continue;
+        }
+        batch_bytes += r.stored->size();
+        fault_point("chunk_put");
+        if (batch_bytes >= kBatchBytesMax || chunk_writer.pending() >= kBatchPutsMax) {
+          commit_batch();
+        }
       }
     }
     commit_batch();
@@ -553,6 +609,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
 
   // The reader: this thread.
   const Chunker chunker(options_.chunker);
+  JobBatcher batcher(jobs);
   Progress progress{.files_done = result.cache_hits, .files_total = scan.files.size(), .bytes_done = 0,
                     .bytes_total = scan.logical_bytes};
   for (const auto& f : scan.files) {
@@ -631,7 +688,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         if (end >= total + max_bytes) {
           const std::uint64_t n = (end - total) / max_bytes;
           for (std::uint64_t k = 0; k < n; ++k) {
-            jobs.push(ChunkJob{.file = i, .index = index++, .data = {}, .zero_bytes = max_bytes});
+            batcher.add(ChunkJob{.file = i, .index = index++, .data = {}, .zero_bytes = max_bytes});
           }
           total += n * max_bytes;
           result.bytes_skipped_in_holes += n * max_bytes;
@@ -667,7 +724,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         const std::size_t len = chunker.cut(ByteView(buffer.data() + offset, have - offset));
         SHOAL_ASSERT(len > 0);
         SHOAL_ASSERT(len <= options_.chunker.max_bytes);
-        jobs.push(ChunkJob{.file = i, .index = index++, .data = Bytes(buffer.begin() + static_cast<std::ptrdiff_t>(offset),
+        batcher.add(ChunkJob{.file = i, .index = index++, .data = Bytes(buffer.begin() + static_cast<std::ptrdiff_t>(offset),
                                                                       buffer.begin() + static_cast<std::ptrdiff_t>(offset + len))});
         offset += len;
       }
@@ -702,6 +759,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
       options.progress(progress);
     }
   }
+  batcher.flush();
   jobs.close();
   for (auto& w : workers) {
     w.join();
