@@ -277,7 +277,7 @@ void TransferConnection::fill(Instant now) {
       Session& s = it->second;
       Status sent;
       if (s.sender) {
-        // Head and a view of the chunk: the piece is copied once, into the frame.
+        // Head and a view of the chunk: the piece is encrypted from where it lies into the frame.
         auto m = s.sender->poll_parts(now);
         if (!m) {
           continue;

@@ -15,7 +15,8 @@
 // Copies: a driver that reads the socket straight into receive_space() and
 // takes messages with peek_message() touches each received byte twice (the
 // kernel's copy and the in-place decryption); one that hands written buffers
-// back through recycle_transmit() sends without allocating. on_bytes() and
+// back through recycle_transmit() sends without allocating, and seals each
+// payload straight into the frame (transfer/frame_seal.h). on_bytes() and
 // poll_message() are the same operations with one copy each, for callers that
 // do not care (tests, the handshake).
 
