@@ -78,7 +78,7 @@ b, a = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 incr, prune, gc = map(float, sys.argv[3:6])
 mib = lambda x: x / 1048576
 print(f"stored chunk bytes {mib(b['stored_bytes']):.1f} -> {mib(a['stored_bytes']):.1f} MiB, "
-      f"chunks {b['chunks']} -> {a['chunks']}, data.mdb {mib(b['file_bytes']):.0f} -> {mib(a['file_bytes']):.0f} MiB")
+      f"chunks {b['chunks']} -> {a['chunks']}, store files {mib(b['file_bytes']):.0f} -> {mib(a['file_bytes']):.0f} MiB")
 print(f"prune + gc {prune + gc:.2f} s vs incremental {incr:.2f} s: {(prune + gc) / incr:.2f}x")
 PY
 
