@@ -1,19 +1,26 @@
 // storage/snapshot_create.cc: SnapshotStore::create().
 //
-// Design note. A save runs in three phases:
-//  1. scan: walk the source with lstat only, building the directory tree in
-//     memory; the live-size quota is checked here, before anything is written;
-//  2. contents: files whose (size, mtime, inode, ctime) match the project's
-//     file cache reuse their chunk lists unread; the others flow through a
-//     pipeline: the calling thread reads and cuts chunks (FastCDC), worker
-//     threads hash and compress, one writer thread appends new chunks to this
-//     save's pack file and, every 32 MiB or 16,384 chunks, syncs it and
-//     indexes them in one LMDB transaction. Results are addressed by (file,
-//     chunk index), so the snapshot is the same whatever the thread count or
-//     timing;
-//  3. commit: trees are built bottom-up and appended with the Commit to a
-//     pack of their own, which is synced; then their index entries, the
-//     catalog entry and the file-cache updates go in one final transaction.
+// Design note. A save streams the tree once, so its memory does not grow
+// with the number of files:
+//  - the calling thread walks the source depth-first with lstat, holding
+//    only the listings of the directories on the current path; it handles a
+//    directory's files after its subdirectories (post-order), looking each
+//    file up in the project's file cache (file_cache.h, read as a stream in
+//    the same order); hits reuse their chunk lists unread, the others are
+//    read and cut into chunks (FastCDC) that go to worker threads to be
+//    hashed and, when new, compressed;
+//  - one builder thread takes the workers' results and the walker's finished
+//    directories (in post-order): it appends new chunks to this save's pack
+//    and, every 32 MiB or 16,384 chunks, syncs it and indexes them in one LMDB
+//    transaction; it builds each directory's tree as soon as the chunk ids of
+//    its files are in, appends it to a listings pack of its own, and streams
+//    the next file cache to a temporary file. Results are addressed by (file,
+//    chunk index), so the snapshot is the same whatever the thread count or
+//    timing;
+//  - commit: the listings pack is synced; then the trees' index entries and
+//    the catalog entry go in one final transaction; then the file cache is
+//    renamed into place (after the commit: a cache never names chunks of a
+//    snapshot that does not exist).
 // The project's save lock is held from the start, the shared gc lock too, so
 // gc cannot delete a chunk this save deduplicated against.
 
@@ -30,10 +37,14 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <semaphore>
 #include <thread>
+#include <unordered_map>
+#include <variant>
 
 #include "base/assert.h"
 #include "base/codec.h"
+#include "storage/file_cache.h"
 #include "storage/snapshot_internal.h"
 #include "storage/snapshot_store.h"
 
@@ -60,7 +71,7 @@ constexpr std::size_t kBatchBytesMax = 32u << 20;
 // in data.mdb. 16,384 puts dirty at most ~the whole index of a 1 GiB store.
 constexpr std::size_t kBatchPutsMax = 16384;
 constexpr std::uint64_t kReleaseMapEveryBytes = 4u << 20;
-// Chunks travel between the reader, the workers and the writer in batches:
+// Chunks travel between the walker, the workers and the builder in batches:
 // a queue hand-off (a lock, often a futex wake and a context switch) per
 // chunk cost ~10 % of a save's CPU when most files are one small chunk.
 constexpr std::size_t kJobBatchBytes = 256u << 10;  // Ship a batch at this many bytes of chunk data
@@ -68,175 +79,135 @@ constexpr std::size_t kJobBatchChunks = 64;         // or this many chunks.
 constexpr std::size_t kQueueBatchesMax = 2;         // Batches in flight per queue (~512 KiB of chunks).
 constexpr std::size_t kReadBufferBytes = 1u << 20;
 constexpr unsigned kWorkersMax = 16;
+// Directories the walker may finish ahead of the builder (which waits for
+// their files' chunks): bounds the listings held in memory.
+constexpr std::ptrdiff_t kDirsAheadMax = 1024;
 
 std::int64_t ns_of(const struct timespec& ts) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-struct ScanFile {
-  std::string rel;
-  std::uint64_t size = 0;
-  std::uint64_t inode = 0;
-  std::int64_t mtime_ns = 0;
-  std::int64_t ctime_ns = 0;
-  bool cache_hit = false;
-  bool failed = false;         // Skipped; a warning says why.
-  std::uint64_t read_size = 0; // Bytes actually read (the recorded size).
-  std::vector<ChunkId> chunks; // From the cache (hits) or the writer (reads).
-};
-
-struct ScanNode {
+// One directory entry, from the walker's listing to the builder's tree.
+struct Node {
   std::string name;
   EntryKind kind = EntryKind::kFile;
   std::uint32_t mode = 0;
   std::int64_t mtime_ns = 0;
-  std::string target;           // Symlink.
-  std::size_t index = SIZE_MAX; // Into files (kFile) or dirs (kDir).
-  ScanFile file;                // kFile, until moved into Scan::files.
+  CachedStat stat;              // kFile: as listed.
+  std::string target;           // kSymlink.
+  // Set by the walker:
+  std::uint64_t seq = 0;          // kFile read: key of its chunk results; kDir: the directory's record number.
+  std::uint64_t chunk_count = 0;  // kFile read: chunk jobs pushed.
+  std::uint64_t read_size = 0;    // kFile: the recorded size.
+  bool failed = false;            // kFile: skipped, a warning says why.
+  bool hit = false;               // kFile: chunks from the file cache.
+  bool cacheable = false;         // kFile: goes into the next file cache.
+  std::vector<ChunkId> chunks;    // kFile hit.
 };
 
-struct ScanDir {
+// A directory the walker has finished (post-order), for the builder.
+struct DirRecord {
+  std::uint64_t seq = 0;
   std::string rel;
-  std::vector<ScanNode> children;
+  std::vector<Node> nodes;  // Sorted by name.
 };
 
-struct Scan {
-  std::vector<ScanDir> dirs;   // Pre-order: a parent's index is below its children's.
-  std::vector<ScanFile> files;
-  std::vector<std::string> warnings;
-  std::uint64_t logical_bytes = 0;
-};
-
-Status scan_tree(const std::string& root, Scan& scan) {
+// Lists one directory, sorted by name. Unreadable entries are skipped with a
+// warning; a directory that cannot be listed is saved empty (the root fails).
+Result<std::vector<Node>> list_dir(const std::string& root, const std::string& rel, std::vector<std::string>& warnings,
+                                   std::uint64_t& logical_bytes) {
+  const std::string abs = rel.empty() ? root : root + "/" + rel;
+  std::vector<Node> nodes;
+  DIR* dir = ::opendir(abs.c_str());
+  if (dir == nullptr) {
+    if (rel.empty()) {
+      return std::unexpected(from_errno(errno, "source " + root));
+    }
+    warnings.push_back(rel + ": directory not readable (" + std::strerror(errno) + "), saved empty");
+    return nodes;
+  }
+  const int dfd = ::dirfd(dir);
   struct stat st{};
-  if (::lstat(root.c_str(), &st) != 0) {
-    return std::unexpected(from_errno(errno, "source " + root));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return make_error(Code::kInvalidArgument, "source " + root + " is not a directory");
-  }
-  scan.dirs.push_back(ScanDir{});
-  for (std::size_t d = 0; d < scan.dirs.size(); ++d) {
-    const std::string abs = scan.dirs[d].rel.empty() ? root : root + "/" + scan.dirs[d].rel;
-    DIR* dir = ::opendir(abs.c_str());
-    if (dir == nullptr) {
-      if (d == 0) {
-        return std::unexpected(from_errno(errno, "source " + root));
-      }
-      scan.warnings.push_back(scan.dirs[d].rel + ": directory not readable (" + std::strerror(errno) + "), saved empty");
+  while (const dirent* de = ::readdir(dir)) {
+    const std::string_view name = de->d_name;
+    if (name == "." || name == "..") {
       continue;
     }
-    const int dfd = ::dirfd(dir);
-    std::vector<ScanNode> children;
+    if (::fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      warnings.push_back(join_path(rel, std::string(name)) + ": vanished or not readable (" + std::strerror(errno) + "), skipped");
+      continue;
+    }
+    Node node;
+    node.name = name;
+    node.mode = st.st_mode & 07777;
+    node.mtime_ns = ns_of(st.st_mtim);
+    if (S_ISREG(st.st_mode)) {
+      node.kind = EntryKind::kFile;
+      node.stat = CachedStat{.size = static_cast<std::uint64_t>(st.st_size), .mtime_ns = node.mtime_ns,
+                             .inode = st.st_ino, .ctime_ns = ns_of(st.st_ctim)};
+      logical_bytes += static_cast<std::uint64_t>(st.st_size);
+    } else if (S_ISDIR(st.st_mode)) {
+      node.kind = EntryKind::kDir;
+    } else if (S_ISLNK(st.st_mode)) {
+      node.kind = EntryKind::kSymlink;
+      std::string target(static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 255) + 1, '\0');
+      const ssize_t n = ::readlinkat(dfd, de->d_name, target.data(), target.size());
+      if (n < 0 || static_cast<std::size_t>(n) >= target.size() || static_cast<std::size_t>(n) > kSymlinkTargetBytesMax) {
+        warnings.push_back(join_path(rel, std::string(name)) + ": symlink target not readable, skipped");
+        continue;
+      }
+      target.resize(static_cast<std::size_t>(n));
+      node.target = std::move(target);
+    } else {
+      warnings.push_back(join_path(rel, std::string(name)) + ": special file (device, fifo or socket) not saved");
+      continue;
+    }
+    nodes.push_back(std::move(node));
+  }
+  ::closedir(dir);
+  std::sort(nodes.begin(), nodes.end(), [](const Node& a, const Node& b) { return a.name < b.name; });
+  return nodes;
+}
+
+// Files and bytes under `root`, for the live-size quota and progress totals:
+// a walk of lstat calls that keeps only the directories still to visit.
+Result<std::pair<std::uint64_t, std::uint64_t>> count_tree(const std::string& root) {
+  std::uint64_t files = 0;
+  std::uint64_t bytes = 0;
+  std::vector<std::string> todo{root};
+  while (!todo.empty()) {
+    const std::string abs = std::move(todo.back());
+    todo.pop_back();
+    DIR* dir = ::opendir(abs.c_str());
+    if (dir == nullptr) {
+      if (abs == root) {
+        return std::unexpected(from_errno(errno, "source " + root));
+      }
+      continue;
+    }
+    struct stat st{};
     while (const dirent* de = ::readdir(dir)) {
-      const std::string name = de->d_name;
-      if (name == "." || name == "..") {
+      const std::string_view name = de->d_name;
+      if (name == "." || name == ".." || ::fstatat(::dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         continue;
       }
-      const std::string rel = join_path(scan.dirs[d].rel, name);
-      if (::fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        scan.warnings.push_back(rel + ": vanished or not readable (" + std::strerror(errno) + "), skipped");
-        continue;
-      }
-      ScanNode node;
-      node.name = name;
-      node.mode = st.st_mode & 07777;
-      node.mtime_ns = ns_of(st.st_mtim);
       if (S_ISREG(st.st_mode)) {
-        node.kind = EntryKind::kFile;
-        node.file = ScanFile{.rel = rel, .size = static_cast<std::uint64_t>(st.st_size),
-                             .inode = st.st_ino, .mtime_ns = node.mtime_ns, .ctime_ns = ns_of(st.st_ctim)};
-        scan.logical_bytes += static_cast<std::uint64_t>(st.st_size);
+        ++files;
+        bytes += static_cast<std::uint64_t>(st.st_size);
       } else if (S_ISDIR(st.st_mode)) {
-        node.kind = EntryKind::kDir;
-        node.index = SIZE_MAX;  // Assigned after sorting, to keep pre-order numbering.
-      } else if (S_ISLNK(st.st_mode)) {
-        node.kind = EntryKind::kSymlink;
-        std::string target(static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 255) + 1, '\0');
-        const ssize_t n = ::readlinkat(dfd, de->d_name, target.data(), target.size());
-        if (n < 0 || static_cast<std::size_t>(n) >= target.size() || static_cast<std::size_t>(n) > kSymlinkTargetBytesMax) {
-          scan.warnings.push_back(rel + ": symlink target not readable, skipped");
-          continue;
-        }
-        target.resize(static_cast<std::size_t>(n));
-        node.target = std::move(target);
-      } else {
-        scan.warnings.push_back(rel + ": special file (device, fifo or socket) not saved");
-        continue;
+        todo.push_back(abs + "/" + std::string(name));
       }
-      children.push_back(std::move(node));
     }
     ::closedir(dir);
-    std::sort(children.begin(), children.end(), [](const ScanNode& a, const ScanNode& b) { return a.name < b.name; });
-    // Indices in name order, so files are read in the order they are listed.
-    for (auto& c : children) {
-      if (c.kind == EntryKind::kFile) {
-        c.index = scan.files.size();
-        scan.files.push_back(std::move(c.file));
-      } else if (c.kind == EntryKind::kDir) {
-        c.index = scan.dirs.size();
-        scan.dirs.push_back(ScanDir{.rel = join_path(scan.dirs[d].rel, c.name), .children = {}});
-      }
-    }
-    scan.dirs[d].children = std::move(children);
   }
-  return {};
+  return std::pair{files, bytes};
 }
 
-// The file cache entry: [size, mtime_ns, inode, ctime_ns, chunk ids (one bin
-// of 32-byte ids back to back)]. The key is BLAKE2b(path), so the path itself
-// is not repeated (a 256-bit collision is not a practical concern); one bin
-// instead of an array of bins saves two bytes per id. An entry that does not
-// parse (an older layout, damage) is a miss: the file is read again.
-Bytes cache_key(const Bytes& prefix, const std::string& rel) {
-  Bytes key = prefix;
-  const Hash256 h = blake2b_256(as_bytes(rel));
-  key.insert(key.end(), h.begin(), h.end());
-  return key;
-}
-
-Bytes encode_cache_entry(const ScanFile& f) {
-  Bytes ids;
-  ids.reserve(f.chunks.size() * kHashBytes);
-  for (const auto& id : f.chunks) {
-    ids.insert(ids.end(), id.begin(), id.end());
-  }
-  Encoder enc;
-  enc.array(5).u64(f.read_size).i64(f.mtime_ns).u64(f.inode).i64(f.ctime_ns).bin(ids);
-  return enc.take();
-}
-
-// True and fills f.chunks when the entry matches the file exactly.
-bool cache_matches(ByteView value, ScanFile& f) {
-  auto decoded = Decoded::parse(value, DecodeLimits{.input_bytes_max = kStoredChunkPlainMax,
-                                                    .array_items_max = 8,
-                                                    .map_items_max = 0,
-                                                    .str_bytes_max = 0,
-                                                    .bin_bytes_max = kFileChunksMax * kHashBytes,
-                                                    .depth_max = 2});
-  if (!decoded) {
-    return false;  // A damaged cache entry only costs a re-read.
-  }
-  Reader r = decoded->root(5);
-  const std::uint64_t size = r.u64();
-  const std::int64_t mtime = r.i64();
-  const std::uint64_t inode = r.u64();
-  const std::int64_t ctime = r.i64();
-  if (!r.ok() || size != f.size || mtime != f.mtime_ns || inode != f.inode || ctime != f.ctime_ns) {
-    return false;
-  }
-  const Bytes ids = r.bin(kFileChunksMax * kHashBytes);
-  r.expect_end();
-  if (!r.ok() || ids.size() % kHashBytes != 0) {
-    return false;
-  }
-  std::vector<ChunkId> chunks(ids.size() / kHashBytes);
-  for (std::size_t i = 0; i < chunks.size(); ++i) {
-    std::memcpy(chunks[i].data(), ids.data() + i * kHashBytes, kHashBytes);
-  }
-  f.chunks = std::move(chunks);
-  return true;
-}
+struct WalkDir {
+  std::string rel;
+  std::vector<Node> nodes;  // Sorted by name.
+  std::size_t next = 0;     // Next node to look at for a subdirectory to descend into.
+};
 
 template <class T>
 class BoundedQueue {
@@ -283,7 +254,7 @@ struct ChunkJob {
 
 using ChunkJobs = std::vector<ChunkJob>;
 
-// Collects the reader's chunks and pushes them to the workers a batch at a time.
+// Collects the walker's chunks and pushes them to the workers a batch at a time.
 class JobBatcher {
  public:
   explicit JobBatcher(BoundedQueue<ChunkJobs>& queue) : queue_(queue) {}
@@ -315,6 +286,10 @@ struct ChunkResult {
   ChunkId id{};
   std::optional<Bytes> stored;  // Set when this chunk may be new to the store.
 };
+
+// What the builder thread receives: chunk results from the workers and
+// finished directories from the walker.
+using BuilderMsg = std::variant<std::vector<ChunkResult>, DirRecord>;
 
 // First error wins; every stage checks failed() to stop early.
 class ErrorSlot {
@@ -413,13 +388,13 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
   }
 
   CreateResult result;
-  Scan scan;
-  SHOAL_TRY_STATUS(scan_tree(options.source_dir, scan));
-  result.warnings = std::move(scan.warnings);
-  scan.warnings.clear();
-
   const Bytes prefix = internal::project_prefix(project);
+  FileCacheReader cache = FileCacheReader::open(file_cache_path(dir_, project));
   Quota quota;
+  // The file cache is trusted wholesale when the snapshot it was written
+  // with still exists (then every chunk it names is referenced and gc is
+  // fenced off); otherwise each hit's chunks are checked for presence.
+  bool base_present = false;
   {
     auto txn = Txn::begin_read(*env_);
     if (!txn) {
@@ -430,65 +405,60 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
       return std::unexpected(q.error());
     }
     quota = *q;
-    if (quota.live_bytes_max != 0 && scan.logical_bytes > quota.live_bytes_max) {
-      return make_error(Code::kResourceExhausted,
-                        std::string(kQuotaExceeded) + ": project '" + project + "' holds " + human(scan.logical_bytes) + " (" +
-                            std::to_string(scan.logical_bytes) + " bytes) in " + options.source_dir +
-                            ", above its live-size limit of " + human(quota.live_bytes_max) +
-                            ". Nothing was stored. Delete files from the project, or raise the limit with "
-                            "`shoal snapshot quota set --store " + dir_ + " --project " + project + " --live BYTES`.");
-    }
-    // File cache: trusted wholesale when the snapshot it was written with
-    // still exists (then every chunk it names is referenced and gc is fenced
-    // off); otherwise each hit's chunks are checked for presence.
-    bool base_present = false;
-    auto base = txn->get(tables_.cache_base, as_bytes(project));
-    if (!base) {
-      return std::unexpected(base.error());
-    }
-    if (*base && (*base)->size() == kHashBytes) {
-      auto present = txn->get(tables_.by_id, **base);
+    if (cache.base()) {
+      auto present = txn->get(tables_.by_id, *cache.base());
       if (!present) {
         return std::unexpected(present.error());
       }
       base_present = present->has_value();
     }
-    std::size_t lookups = 0;
-    for (auto& f : scan.files) {
-      // Random B-tree probes fault in whole 64 KiB neighbourhoods of the map
-      // (kernel fault-around); dropping them often keeps RSS small.
-      if (++lookups % 1024 == 0) {
-        env_->release_mapped_pages();
-      }
-      auto v = txn->get(tables_.file_cache, cache_key(prefix, f.rel));
-      if (!v) {
-        return std::unexpected(v.error());
-      }
-      if (!*v || !cache_matches(**v, f)) {
-        continue;
-      }
-      if (!base_present) {
-        auto missing = chunks_.missing(*txn, f.chunks);
-        if (!missing || !missing->empty()) {
-          f.chunks.clear();
-          continue;
-        }
-      }
-      f.cache_hit = true;
-      f.read_size = f.size;
-      ++result.cache_hits;
+  }
+  Progress progress;
+  if (quota.live_bytes_max != 0 || options.progress) {
+    auto counted = count_tree(options.source_dir);
+    if (!counted) {
+      return std::unexpected(counted.error());
+    }
+    progress.files_total = counted->first;
+    progress.bytes_total = counted->second;
+    if (quota.live_bytes_max != 0 && counted->second > quota.live_bytes_max) {
+      return make_error(Code::kResourceExhausted,
+                        std::string(kQuotaExceeded) + ": project '" + project + "' holds " + human(counted->second) + " (" +
+                            std::to_string(counted->second) + " bytes) in " + options.source_dir +
+                            ", above its live-size limit of " + human(quota.live_bytes_max) +
+                            ". Nothing was stored. Delete files from the project, or raise the limit with "
+                            "`shoal snapshot quota set --store " + dir_ + " --project " + project + " --live BYTES`.");
     }
   }
+  std::vector<WalkDir> stack;
+  {
+    std::uint64_t ignored = 0;
+    struct stat st{};
+    if (::lstat(options.source_dir.c_str(), &st) != 0) {
+      return std::unexpected(from_errno(errno, "source " + options.source_dir));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      return make_error(Code::kInvalidArgument, "source " + options.source_dir + " is not a directory");
+    }
+    auto root = list_dir(options.source_dir, "", result.warnings, ignored);
+    if (!root) {
+      return std::unexpected(root.error());
+    }
+    stack.push_back(WalkDir{.rel = {}, .nodes = std::move(*root)});
+  }
 
-  env_->release_mapped_pages();  // The cache lookups touched its pages.
-
-  // Phase 2: read, cut, hash, compress, store.
+  // Read, cut, hash, compress, store; trees as directories complete.
   ErrorSlot error;
   BoundedQueue<ChunkJobs> jobs(kQueueBatchesMax);
-  BoundedQueue<std::vector<ChunkResult>> results(kQueueBatchesMax);
-  std::vector<std::vector<ChunkId>> file_chunks(scan.files.size());  // Owned by the writer until joined.
+  JobBatcher batcher(jobs);
+  BoundedQueue<BuilderMsg> results(kQueueBatchesMax);
+  std::counting_semaphore<kDirsAheadMax> dirs_ahead(kDirsAheadMax);
   std::uint64_t new_bytes = 0;
   std::uint64_t chunks_new = 0;
+  // Ids a worker is storing or the builder has not indexed yet: a chunk
+  // that appears twice in a save is compressed and stored once. Entries
+  // leave when their batch commits (or when found already stored), so the
+  // set holds at most a batch and what is in flight.
   ChunkIdSet claimed;
   std::mutex claimed_mutex;
 
@@ -524,6 +494,8 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         if (any_first && !error.failed()) {
           // One short read snapshot per batch: a long-lived one would pin the
           // pages each batch commit frees, and the file would grow by them.
+          // It begins after the claims, so it sees any batch that committed
+          // these ids before the builder released their claims.
           std::vector<bool> present(out.size(), true);
           {
             auto t = Txn::begin_read(*env_);
@@ -542,24 +514,53 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
               present[k] = *has;
             }
           }
+          std::vector<ChunkId> already_stored;
           for (std::size_t k = 0; k < out.size() && !error.failed(); ++k) {
-            if (first[k] && !present[k]) {
+            if (!first[k]) {
+              continue;
+            }
+            if (!present[k]) {
               const ChunkJob& job = (*batch)[k];
               out[k].stored = encode_chunk(job.zero_bytes != 0 ? Bytes(job.zero_bytes, 0) : job.data, level);
+            } else {
+              already_stored.push_back(out[k].id);
+            }
+          }
+          if (!already_stored.empty()) {
+            std::lock_guard lock(claimed_mutex);
+            for (const ChunkId& id : already_stored) {
+              claimed.erase(id);
             }
           }
         }
-        batch->clear();  // Free the read bytes before waiting on the writer.
-        results.push(std::move(out));
+        batch->clear();  // Free the read bytes before waiting on the builder.
+        results.push(BuilderMsg(std::move(out)));
       }
     });
   }
-  // One pack writer for the save's data chunks (trees get their own in
-  // phase 3). Each batch: append, sync the pack, index in one
-  // transaction (never an entry for bytes a crash could lose).
+
+  // The builder: one pack writer for the save's data chunks, one for its
+  // trees (listings apart from data: damage to a data pack, a truncated
+  // file, then costs only the files whose chunks are in it, and walking
+  // trees, for gc's mark, verify and diff, reads a few small packs). Each
+  // data batch: append, sync the pack, index in one transaction (never an
+  // entry for bytes a crash could lose).
   ChunkWriter chunk_writer(chunks_);
-  std::thread writer([&] {
+  ChunkWriter tree_writer(chunks_);
+  std::optional<FileCacheWriter> cache_out;
+  std::string cache_warning;
+  if (auto w = FileCacheWriter::create(dir_, project); w) {
+    cache_out.emplace(std::move(*w));
+  } else {
+    cache_warning = w.error().message;
+  }
+  Commit commit{.project = project, .time_ns = options.now_ns, .parent = std::nullopt, .tree = {},
+                .epoch = options.epoch};
+  std::uint64_t logical = 0;
+  ChunkId root_tree{};
+  std::thread builder([&] {
     std::size_t batch_bytes = 0;
+    std::vector<ChunkId> batch_ids;
     auto commit_batch = [&] {
       if (chunk_writer.pending() > 0 && !error.failed()) {
         fault_point("chunk_batch_commit");
@@ -578,52 +579,147 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         }
         if (!s) {
           error.set(s.error());
+        } else {
+          std::lock_guard lock(claimed_mutex);
+          for (const auto& id : batch_ids) {
+            claimed.erase(id);
+          }
         }
         env_->release_mapped_pages();  // Index puts touched leaf pages; keep RSS flat.
       }
+      batch_ids.clear();
       batch_bytes = 0;
     };
-    while (auto batch = results.pop()) {
-      for (const ChunkResult& r : *batch) {
-        auto& list = file_chunks[r.file];
-        if (list.size() <= r.index) {
-          list.resize(r.index + 1);
+    struct PendingFile {
+      std::vector<ChunkId> ids;
+      std::uint64_t received = 0;
+    };
+    std::unordered_map<std::uint64_t, PendingFile> files;  // Files being read, by seq.
+    std::unordered_map<std::uint64_t, ChunkId> trees;      // Finished directories not yet in their parent's tree.
+    std::deque<DirRecord> dirs;                            // Finished by the walker, waiting for chunks.
+    ChunkIdSet added_trees;
+    std::uint64_t trees_built = 0;
+    auto complete = [&](const DirRecord& d) {
+      for (const auto& n : d.nodes) {
+        if (n.kind == EntryKind::kFile && !n.hit && n.chunk_count > 0) {
+          auto it = files.find(n.seq);
+          if (it == files.end() || it->second.received < n.chunk_count) {
+            return false;
+          }
         }
-        list[r.index] = r.id;
-        if (!r.stored || error.failed()) {
-          continue;
+      }
+      return true;
+    };
+    auto build = [&](DirRecord& d) -> Status {
+      std::vector<TreeEntry> entries;
+      entries.reserve(d.nodes.size());
+      for (auto& n : d.nodes) {
+        TreeEntry e{.name = std::move(n.name), .kind = n.kind, .mode = n.mode, .mtime_ns = n.mtime_ns};
+        if (n.kind == EntryKind::kFile) {
+          std::vector<ChunkId> chunks = std::move(n.chunks);
+          if (!n.hit) {
+            if (auto it = files.find(n.seq); it != files.end()) {
+              chunks = std::move(it->second.ids);
+              files.erase(it);
+            }
+          }
+          if (n.failed) {
+            continue;
+          }
+          if (n.cacheable && cache_out) {
+            if (auto s = cache_out->add(join_path(d.rel, e.name), n.stat, chunks); !s) {
+              cache_warning = s.error().message;
+              cache_out.reset();
+            }
+          }
+          e.size = n.read_size;
+          e.chunks = std::move(chunks);
+          logical += n.read_size;
+          ++commit.files;
+        } else if (n.kind == EntryKind::kDir) {
+          auto it = trees.find(n.seq);
+          SHOAL_ASSERT(it != trees.end());  // Post-order: children were built first.
+          e.tree = it->second;
+          trees.erase(it);
+          ++commit.dirs;
+        } else {
+          e.target = std::move(n.target);
+          ++commit.symlinks;
         }
-        if (auto s = chunk_writer.add(r.id, *r.stored); !s) {
-          error.set(s.error());
-          continue;
+        entries.push_back(std::move(e));
+      }
+      const Bytes plain = encode_tree(entries);
+      const ChunkId id = chunk_id_of(plain);
+      if (++trees_built % 256 == 0) {
+        env_->release_mapped_pages();  // Each lookup probes a random leaf.
+      }
+      if (!added_trees.contains(id)) {
+        auto txn = Txn::begin_read(*env_);
+        auto has = txn ? chunks_.contains(*txn, id) : Result<bool>(std::unexpected(txn.error()));
+        if (!has) {
+          return std::unexpected(has.error());
         }
-        batch_bytes += r.stored->size();
-        fault_point("chunk_put");
-        if (batch_bytes >= kBatchBytesMax || chunk_writer.pending() >= kBatchPutsMax) {
-          commit_batch();
+        if (!*has) {
+          added_trees.insert(id);
+          const Bytes stored = encode_chunk(plain, level);
+          SHOAL_TRY_STATUS(tree_writer.add(id, stored));
+          new_bytes += stored.size();
+          ++chunks_new;
         }
+      }
+      trees.emplace(d.seq, id);
+      root_tree = id;  // The root is the last directory finished.
+      return {};
+    };
+    while (auto msg = results.pop()) {
+      if (auto* batch = std::get_if<std::vector<ChunkResult>>(&*msg)) {
+        for (const ChunkResult& r : *batch) {
+          auto& f = files[r.file];
+          if (f.ids.size() <= r.index) {
+            f.ids.resize(r.index + 1);
+          }
+          f.ids[r.index] = r.id;
+          ++f.received;
+          if (!r.stored || error.failed()) {
+            continue;
+          }
+          if (auto s = chunk_writer.add(r.id, *r.stored); !s) {
+            error.set(s.error());
+            continue;
+          }
+          batch_ids.push_back(r.id);
+          batch_bytes += r.stored->size();
+          fault_point("chunk_put");
+          if (batch_bytes >= kBatchBytesMax || chunk_writer.pending() >= kBatchPutsMax) {
+            commit_batch();
+          }
+        }
+      } else {
+        dirs.push_back(std::move(std::get<DirRecord>(*msg)));
+      }
+      while (!dirs.empty() && complete(dirs.front())) {
+        if (!error.failed()) {
+          if (auto s = build(dirs.front()); !s) {
+            error.set(s.error());
+          }
+        }
+        dirs.pop_front();
+        dirs_ahead.release();
       }
     }
     commit_batch();
+    SHOAL_ASSERT(error.failed() || dirs.empty());
   });
 
-  // The reader: this thread.
+  // The walker: this thread.
   const Chunker chunker(options_.chunker);
-  JobBatcher batcher(jobs);
-  Progress progress{.files_done = result.cache_hits, .files_total = scan.files.size(), .bytes_done = 0,
-                    .bytes_total = scan.logical_bytes};
-  for (const auto& f : scan.files) {
-    if (f.cache_hit) {
-      progress.bytes_done += f.size;
-    }
-  }
   Bytes buffer(std::max<std::size_t>(kReadBufferBytes, 2 * options_.chunker.max_bytes));
-  for (std::size_t i = 0; i < scan.files.size() && !error.failed(); ++i) {
-    ScanFile& f = scan.files[i];
-    if (f.cache_hit) {
-      continue;
-    }
-    const std::string abs = options.source_dir + "/" + f.rel;
+  std::uint64_t next_file_seq = 0;
+  std::uint64_t next_dir_seq = 0;
+  std::uint64_t hits_since_release = 0;
+  // Reads one file into chunk jobs; sets its failed, read_size, chunk_count and cacheable.
+  auto read_file = [&](const std::string& rel, Node& nd, std::uint64_t seq) {
+    const std::string abs = options.source_dir + "/" + rel;
     // O_NONBLOCK: a path replaced by a fifo since the scan must not block the
     // save in open(); the fstat below then skips anything not regular.
     int fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOATIME);
@@ -631,16 +727,16 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
       fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);  // O_NOATIME needs ownership.
     }
     if (fd < 0) {
-      result.warnings.push_back(f.rel + ": " + (errno == ENOENT ? "vanished during the save" : std::string("not readable (") + std::strerror(errno) + ")") + ", skipped");
-      f.failed = true;
-      continue;
+      result.warnings.push_back(rel + ": " + (errno == ENOENT ? "vanished during the save" : std::string("not readable (") + std::strerror(errno) + ")") + ", skipped");
+      nd.failed = true;
+      return;
     }
     struct stat before{};
     if (::fstat(fd, &before) != 0 || !S_ISREG(before.st_mode)) {
-      result.warnings.push_back(f.rel + ": no longer a regular file (replaced during the save), skipped");
-      f.failed = true;
+      result.warnings.push_back(rel + ": no longer a regular file (replaced during the save), skipped");
+      nd.failed = true;
       ::close(fd);
-      continue;
+      return;
     }
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     // Sparse files: where a hole covers a whole chunk that starts at a chunk
@@ -688,7 +784,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         if (end >= total + max_bytes) {
           const std::uint64_t n = (end - total) / max_bytes;
           for (std::uint64_t k = 0; k < n; ++k) {
-            batcher.add(ChunkJob{.file = i, .index = index++, .data = {}, .zero_bytes = max_bytes});
+            batcher.add(ChunkJob{.file = seq, .index = index++, .data = {}, .zero_bytes = max_bytes});
           }
           total += n * max_bytes;
           result.bytes_skipped_in_holes += n * max_bytes;
@@ -703,8 +799,8 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
           continue;
         }
         if (n < 0) {
-          result.warnings.push_back(f.rel + ": read error (" + std::strerror(errno) + "), skipped");
-          f.failed = true;
+          result.warnings.push_back(rel + ": read error (" + std::strerror(errno) + "), skipped");
+          nd.failed = true;
           eof = true;
           break;
         }
@@ -713,7 +809,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         }
         have += static_cast<std::size_t>(n);
       }
-      if (f.failed) {
+      if (nd.failed) {
         break;
       }
       std::size_t offset = 0;
@@ -724,7 +820,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         const std::size_t len = chunker.cut(ByteView(buffer.data() + offset, have - offset));
         SHOAL_ASSERT(len > 0);
         SHOAL_ASSERT(len <= options_.chunker.max_bytes);
-        batcher.add(ChunkJob{.file = i, .index = index++, .data = Bytes(buffer.begin() + static_cast<std::ptrdiff_t>(offset),
+        batcher.add(ChunkJob{.file = seq, .index = index++, .data = Bytes(buffer.begin() + static_cast<std::ptrdiff_t>(offset),
                                                                       buffer.begin() + static_cast<std::ptrdiff_t>(offset + len))});
         offset += len;
       }
@@ -735,29 +831,89 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
         break;
       }
     }
+    nd.chunk_count = index;
     struct stat after{};
     const bool changed = ::fstat(fd, &after) == 0 &&
-                         (ns_of(after.st_mtim) != f.mtime_ns || static_cast<std::uint64_t>(after.st_size) != f.size);
+                         (ns_of(after.st_mtim) != nd.stat.mtime_ns || static_cast<std::uint64_t>(after.st_size) != nd.stat.size);
     ::close(fd);
-    if (f.failed) {
-      continue;
+    if (nd.failed) {
+      return;
     }
-    if (changed || total != f.size) {
-      result.warnings.push_back(f.rel + ": changed while being saved; saved " + std::to_string(total) +
+    nd.cacheable = std::max(nd.stat.mtime_ns, nd.stat.ctime_ns) + kRacyWindowNs <= options.now_ns;  // The racy rule.
+    if (changed || total != nd.stat.size) {
+      result.warnings.push_back(rel + ": changed while being saved; saved " + std::to_string(total) +
                                 " bytes as read, the next snapshot reads it again");
-      f.ctime_ns = options.now_ns;  // Forces the racy rule: never cached.
+      nd.cacheable = false;
     }
-    f.read_size = total;
+    nd.read_size = total;
     ++result.files_read;
     result.bytes_read += total;
     if (result.bytes_read / kReleaseMapEveryBytes != (result.bytes_read - total) / kReleaseMapEveryBytes) {
       env_->release_mapped_pages();
     }
-    ++progress.files_done;
-    progress.bytes_done += f.size;
-    if (options.progress) {
-      options.progress(progress);
+  };
+  while (!stack.empty() && !error.failed()) {
+    WalkDir& top = stack.back();
+    while (top.next < top.nodes.size() && top.nodes[top.next].kind != EntryKind::kDir) {
+      ++top.next;
     }
+    if (top.next < top.nodes.size()) {
+      std::string rel = join_path(top.rel, top.nodes[top.next++].name);
+      std::uint64_t ignored = 0;
+      auto listed = list_dir(options.source_dir, rel, result.warnings, ignored);
+      if (!listed) {
+        error.set(listed.error());
+        break;
+      }
+      stack.push_back(WalkDir{.rel = std::move(rel), .nodes = std::move(*listed)});  // `top` is invalid from here.
+      continue;
+    }
+    // Subdirectories done: this directory's files, in name order (the file cache's order).
+    for (Node& n : top.nodes) {
+      if (n.kind != EntryKind::kFile || error.failed()) {
+        continue;
+      }
+      const std::string rel = join_path(top.rel, n.name);
+      if (const std::vector<ChunkId>* ids = cache.find(rel, n.stat)) {
+        bool usable = base_present;
+        if (!usable) {
+          auto txn = Txn::begin_read(*env_);
+          auto missing = txn ? chunks_.missing(*txn, *ids) : Result<std::vector<ChunkId>>(std::unexpected(txn.error()));
+          usable = missing && missing->empty();
+          if (++hits_since_release % 1024 == 0) {
+            env_->release_mapped_pages();
+          }
+        }
+        if (usable) {
+          n.hit = true;
+          n.cacheable = true;
+          n.chunks = *ids;
+          n.read_size = n.stat.size;
+          ++result.cache_hits;
+        }
+      }
+      if (!n.hit) {
+        n.seq = next_file_seq++;
+        read_file(rel, n, n.seq);
+      }
+      ++progress.files_done;
+      progress.bytes_done += n.stat.size;
+      if (options.progress && !n.hit) {
+        options.progress(progress);
+      }
+    }
+    DirRecord record{.seq = next_dir_seq++, .rel = std::move(top.rel), .nodes = std::move(top.nodes)};
+    stack.pop_back();
+    if (!stack.empty()) {
+      stack.back().nodes[stack.back().next - 1].seq = record.seq;
+    }
+    if (!dirs_ahead.try_acquire()) {
+      // The builder waits for the chunks of the directories ahead: ship the
+      // ones still batched here before waiting for it.
+      batcher.flush();
+      dirs_ahead.acquire();
+    }
+    results.push(BuilderMsg(std::move(record)));
   }
   batcher.flush();
   jobs.close();
@@ -765,75 +921,17 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
     w.join();
   }
   results.close();
-  writer.join();
+  builder.join();
   if (error.failed()) {
     return std::unexpected(error.take());
   }
-  std::uint64_t logical = 0;
-  for (std::size_t i = 0; i < scan.files.size(); ++i) {
-    ScanFile& f = scan.files[i];
-    if (!f.cache_hit && !f.failed) {
-      f.chunks = std::move(file_chunks[i]);
-    }
-    if (!f.failed) {
-      logical += f.read_size;
-    }
-  }
 
-  // Phase 3: trees and the Commit are appended to a pack of their own and
-  // synced; then their index entries, the catalog entry and the file cache
-  // go in one transaction. Listings apart from data: damage to a data pack
-  // (a truncated file) then costs only the files whose chunks are in it, and
-  // walking trees (gc's mark, verify, diff) reads a few small packs.
-  SHOAL_ASSERT(chunk_writer.pending() == 0);  // The writer's last batch indexed everything.
-  ChunkWriter tree_writer(chunks_);
-  Commit commit{.project = project, .time_ns = options.now_ns, .parent = std::nullopt, .tree = {},
-                .epoch = options.epoch};
-  std::vector<ChunkId> dir_tree(scan.dirs.size());
+  // Commit: the listings pack is synced, then the trees' index entries and
+  // the catalog entry go in one transaction.
   {
     auto rtxn = Txn::begin_read(*env_);
     if (!rtxn) {
       return std::unexpected(rtxn.error());
-    }
-    ChunkIdSet added_trees;
-    for (std::size_t d = scan.dirs.size(); d-- > 0;) {
-      if (d % 256 == 0) {
-        env_->release_mapped_pages();  // Each lookup probes a random leaf (see the cache lookups).
-      }
-      std::vector<TreeEntry> entries;
-      entries.reserve(scan.dirs[d].children.size());
-      for (const auto& c : scan.dirs[d].children) {
-        TreeEntry e{.name = c.name, .kind = c.kind, .mode = c.mode, .mtime_ns = c.mtime_ns};
-        if (c.kind == EntryKind::kFile) {
-          const ScanFile& f = scan.files[c.index];
-          if (f.failed) {
-            continue;
-          }
-          e.size = f.read_size;
-          e.chunks = f.chunks;
-          ++commit.files;
-        } else if (c.kind == EntryKind::kDir) {
-          SHOAL_ASSERT(c.index > d);  // Pre-order numbering: children were built first.
-          e.tree = dir_tree[c.index];
-          ++commit.dirs;
-        } else {
-          e.target = c.target;
-          ++commit.symlinks;
-        }
-        entries.push_back(std::move(e));
-      }
-      const Bytes plain = encode_tree(entries);
-      dir_tree[d] = chunk_id_of(plain);
-      auto has = chunks_.contains(*rtxn, dir_tree[d]);
-      if (!has) {
-        return std::unexpected(has.error());
-      }
-      if (!*has && added_trees.insert(dir_tree[d]).second) {
-        const Bytes stored = encode_chunk(plain, level);
-        SHOAL_TRY_STATUS(tree_writer.add(dir_tree[d], stored));
-        new_bytes += stored.size();
-        ++chunks_new;
-      }
     }
     // Parent: the project's newest snapshot (saves of this project are
     // excluded by the save lock, so it cannot change before the commit).
@@ -849,7 +947,7 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
       commit.parent = parsed->id;
     }
   }
-  commit.tree = dir_tree[0];
+  commit.tree = root_tree;
   commit.logical_bytes = logical;
   commit.new_bytes = new_bytes;
   const Bytes commit_plain = encode_commit(commit);
@@ -912,50 +1010,21 @@ Result<CreateResult> SnapshotStore::create_locked(const CreateOptions& options) 
   const Bytes key = internal::catalog_key(project, commit.time_ns, snapshot_id);
   SHOAL_TRY_STATUS(txn->put(tables_.catalog, key, {}));
   SHOAL_TRY_STATUS(txn->put(tables_.by_id, snapshot_id, key));
-
-  // File cache: write what was read (unless racy), drop what is gone.
-  ChunkIdSet current;  // Hashes of cached paths (the key suffix).
-  for (const auto& f : scan.files) {
-    const Bytes k = cache_key(prefix, f.rel);
-    ChunkId suffix{};
-    std::memcpy(suffix.data(), k.data() + prefix.size(), suffix.size());
-    if (f.failed) {
-      continue;
-    }
-    if (f.cache_hit) {
-      current.insert(suffix);
-      continue;
-    }
-    const bool racy = std::max(f.mtime_ns, f.ctime_ns) + kRacyWindowNs > options.now_ns;
-    if (racy) {
-      continue;
-    }
-    current.insert(suffix);
-    SHOAL_TRY_STATUS(txn->put(tables_.file_cache, k, encode_cache_entry(f)));
-  }
-  std::vector<Bytes> stale;
-  SHOAL_TRY_STATUS(txn->scan(tables_.file_cache, prefix, [&](ByteView k, ByteView) {
-    if (k.size() != prefix.size() + kHashBytes || !std::equal(prefix.begin(), prefix.end(), k.begin())) {
-      return k.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), k.begin());
-    }
-    ChunkId suffix{};
-    std::memcpy(suffix.data(), k.data() + prefix.size(), suffix.size());
-    if (!current.contains(suffix)) {
-      stale.emplace_back(k.begin(), k.end());
-    }
-    return true;
-  }));
-  for (const auto& k : stale) {
-    auto d = txn->del(tables_.file_cache, k);
-    if (!d) {
-      return std::unexpected(d.error());
-    }
-  }
-  SHOAL_TRY_STATUS(txn->put(tables_.cache_base, as_bytes(project), snapshot_id));
   env_->release_mapped_pages();
   fault_point("before_final_commit");
   SHOAL_TRY_STATUS(commit_at(*txn, "before_final_commit"));
   fault_point("after_final_commit");
+  // The file cache names the snapshot just committed. A crash before the
+  // rename leaves the previous cache, whose base is the parent.
+  if (cache_out) {
+    if (auto s = cache_out->commit(snapshot_id); !s) {
+      cache_warning = s.error().message;
+    }
+    fault_point("after_cache_write");
+  }
+  if (!cache_warning.empty()) {
+    result.warnings.push_back("file cache not written (" + cache_warning + "); the next snapshot reads every file again");
+  }
   result.snapshot = SnapshotInfo{.id = snapshot_id, .commit = commit};
   result.chunks_new = chunks_new;
   return result;

@@ -4,14 +4,18 @@
 
 #include "storage/snapshot_store.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 
 #include "base/assert.h"
 #include "base/codec.h"
+#include "storage/file_cache.h"
 #include "storage/snapshot_internal.h"
 
 namespace shoal::storage {
@@ -91,6 +95,38 @@ Status check_format(Env& env, ChunkStore& chunks, const std::string& dir) {
   return txn->commit();
 }
 
+// File caches lived in LMDB (tables snap.file_cache and snap.cache_base)
+// until they moved to caches/<project>.cache. The tables are dropped the
+// first time a newer shoal opens the store; each project's next save reads
+// its files once. The layout version is unchanged: an older shoal finds no
+// cache entries and reads files again too.
+Status drop_legacy_file_cache(Env& env) {
+  auto txn = Txn::begin_write(env);
+  if (!txn) {
+    return std::unexpected(txn.error());
+  }
+  bool dropped = false;
+  for (const char* name : {"snap.file_cache", "snap.cache_base"}) {
+    MDB_dbi dbi = 0;
+    const int rc = mdb_dbi_open(txn->raw(), name, 0, &dbi);
+    if (rc == MDB_NOTFOUND) {
+      continue;
+    }
+    if (rc != 0) {
+      return std::unexpected(from_mdb(rc, std::string("open ") + name));
+    }
+    if (const int drc = mdb_drop(txn->raw(), dbi, 1); drc != 0) {
+      return std::unexpected(from_mdb(drc, std::string("drop ") + name));
+    }
+    dropped = true;
+  }
+  if (!dropped) {
+    txn->abort();
+    return {};
+  }
+  return txn->commit();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<SnapshotStore>> SnapshotStore::open(const std::string& dir, const StoreOptions& options) {
@@ -104,7 +140,6 @@ Result<std::unique_ptr<SnapshotStore>> SnapshotStore::open(const std::string& di
   }
   Tables t;
   for (auto [name, slot] : {std::pair{"snap.catalog", &t.catalog}, std::pair{"snap.by_id", &t.by_id},
-                            std::pair{"snap.file_cache", &t.file_cache}, std::pair{"snap.cache_base", &t.cache_base},
                             std::pair{"snap.quota", &t.quota}}) {
     auto dbi = (*env)->table(name);
     if (!dbi) {
@@ -113,6 +148,7 @@ Result<std::unique_ptr<SnapshotStore>> SnapshotStore::open(const std::string& di
     *slot = *dbi;
   }
   SHOAL_TRY_STATUS(check_format(**env, *chunks, dir));
+  SHOAL_TRY_STATUS(drop_legacy_file_cache(**env));
   return std::unique_ptr<SnapshotStore>(new SnapshotStore(dir, options, std::move(*env), *chunks, t));
 }
 
@@ -228,8 +264,14 @@ Result<PruneReport> SnapshotStore::prune(const std::string& project, const Reten
 
 Result<PruneReport> SnapshotStore::forget_project(const std::string& project) {
   SHOAL_TRY_STATUS(validate_project(project));
-  return remove_snapshots(
+  auto report = remove_snapshots(
       project, [](std::span<const std::int64_t> times) { return std::vector<bool>(times.size(), false); }, false);
+  if (report) {
+    // The cache names chunks of snapshots that are gone; a save running now
+    // may write a new one, which is valid (its base is that save's snapshot).
+    ::unlink(file_cache_path(dir_, project).c_str());
+  }
+  return report;
 }
 
 Result<PruneReport> SnapshotStore::remove_snapshots(
@@ -275,6 +317,45 @@ Result<PruneReport> SnapshotStore::remove_snapshots(
   SHOAL_TRY_STATUS(txn->commit());
   return report;
 }
+
+namespace {
+
+void remove_stale_caches(const std::string& store_dir, const std::set<std::string>& projects) {
+  const std::string dir = caches_dir(store_dir);
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return;
+  }
+  while (const dirent* de = ::readdir(d)) {
+    const std::string_view name = de->d_name;
+    const bool tmp = name.ends_with(kCacheTmpSuffix);
+    const bool orphan = !tmp && name.ends_with(kCacheSuffix) &&
+                        !projects.contains(std::string(name.substr(0, name.size() - kCacheSuffix.size())));
+    if (tmp || orphan) {
+      ::unlinkat(::dirfd(d), de->d_name, 0);
+    }
+  }
+  ::closedir(d);
+}
+
+std::uint64_t cache_file_bytes(const std::string& store_dir) {
+  std::uint64_t total = 0;
+  const std::string dir = caches_dir(store_dir);
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return 0;
+  }
+  struct stat st{};
+  while (const dirent* de = ::readdir(d)) {
+    if (de->d_name[0] != '.' && ::fstatat(::dirfd(d), de->d_name, &st, 0) == 0 && S_ISREG(st.st_mode)) {
+      total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  ::closedir(d);
+  return total;
+}
+
+}  // namespace
 
 Result<GcReport> SnapshotStore::gc() {
   // Two phases, so that saves are kept waiting only for the deletions:
@@ -384,8 +465,16 @@ Result<GcReport> SnapshotStore::gc() {
     return std::unexpected(from_mdb(rc, "gc stat"));
   }
   report.chunks_kept = st.ms_entries;
+  std::set<std::string> projects;
+  for (const auto& s : *snaps) {
+    projects.insert(s.commit.project);
+  }
   fault_point("gc_before_commit");
   SHOAL_TRY_STATUS(txn->commit());
+  // Still holding the lock, so no save is writing a file cache: temporary
+  // ones are leftovers of killed saves, and a project without snapshots
+  // needs no cache.
+  remove_stale_caches(dir_, projects);
   // Still holding the lock: no writer appends to a pack while gc reclaims.
   auto compacted = internal::compact_packs(*env_, chunks_, [this](std::string_view point) { fault_point(point); });
   if (!compacted) {
@@ -539,7 +628,8 @@ Result<StoreStats> SnapshotStore::stats() {
     out.pack_bytes += p.size;
     out.pack_file_bytes += p.allocated;
   }
-  out.file_bytes = out.index_file_bytes + out.pack_file_bytes;
+  out.cache_file_bytes = cache_file_bytes(dir_);
+  out.file_bytes = out.index_file_bytes + out.cache_file_bytes + out.pack_file_bytes;
   return out;
 }
 

@@ -7,12 +7,13 @@
 //   DIR/data.mdb, DIR/lock.mdb  the LMDB environment (tables "snap.*")
 //   DIR/locks/<project>.save    flock: held by the one save of that project
 //   DIR/locks/gc                flock: shared by saves and transfers, exclusive by gc
+//   DIR/caches/<project>.cache  the project's file cache (file_cache.h)
 // Both lock kinds are flock(2) locks, so they work across processes and die
 // with their holder (kill -9 releases them); nothing needs a liveness check.
 //
 // Crash safety: chunks are committed in batches while a save runs; the
-// snapshot (its Commit chunk, its catalog entry and its file-cache updates)
-// becomes visible in one final LMDB transaction, so after a crash at any
+// snapshot (its Commit chunk and its catalog entry) becomes visible in one
+// final LMDB transaction, then the file cache is replaced atomically, so after a crash at any
 // instant the snapshot is either absent or complete. Chunks of an interrupted
 // save are unreferenced and the next gc() removes them.
 //
@@ -164,8 +165,9 @@ struct StoreStats {
   std::uint64_t chunks = 0;
   std::uint64_t plain_bytes = 0;     // Sum of all stored chunks before compression.
   std::uint64_t stored_bytes = 0;    // Sum of the stored sizes of all indexed chunks.
-  std::uint64_t file_bytes = 0;      // Disk space of the store: index_file_bytes + pack_file_bytes.
+  std::uint64_t file_bytes = 0;      // Disk space of the store: index, caches and packs.
   std::uint64_t index_file_bytes = 0;  // data.mdb's allocated bytes.
+  std::uint64_t cache_file_bytes = 0;  // The projects' file caches (caches/).
   std::uint64_t pack_files = 0;
   std::uint64_t pack_bytes = 0;        // Sum of pack file sizes (stored_bytes + headers + garbage).
   std::uint64_t pack_file_bytes = 0;   // Their allocated bytes (gc punches holes over garbage).
@@ -256,8 +258,6 @@ class SnapshotStore {
   struct Tables {
     MDB_dbi catalog = 0;    // project \0 be64(time) id -> "" (ordered listing).
     MDB_dbi by_id = 0;      // id -> catalog key.
-    MDB_dbi file_cache = 0; // project \0 blake2b(path) -> cache entry.
-    MDB_dbi cache_base = 0; // project -> id of the snapshot the cache was written with.
     MDB_dbi quota = 0;      // project -> [live_max, stored_max].
   };
   SnapshotStore(std::string dir, StoreOptions options, std::unique_ptr<Env> env, ChunkStore chunks, Tables tables);

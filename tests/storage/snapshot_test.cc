@@ -240,6 +240,139 @@ TEST_F(SnapshotTest, RacyFileIsNotCached) {
   EXPECT_EQ(second->files_read, 1u);
 }
 
+// Many small files in nested directories: a file cache of several 64 KiB blocks.
+void MakeManySmallFiles(const std::string& root, int dirs, int files_per_dir) {
+  for (int d = 0; d < dirs; ++d) {
+    const std::string dir = root + "/d" + std::to_string(d % 5) + "/sub" + std::to_string(d);
+    fs::create_directories(dir);
+    for (int f = 0; f < files_per_dir; ++f) {
+      const std::string text = "file " + std::to_string(d) + "/" + std::to_string(f);
+      write_file(dir + "/file-with-a-long-name-" + std::to_string(f), Bytes(text.begin(), text.end()));
+    }
+  }
+  write_file(root + "/top", Bytes(10, 't'));
+}
+
+std::string CacheFile(const std::string& store_dir, const std::string& project) {
+  return store_dir + "/caches/" + project + ".cache";
+}
+
+TEST_F(SnapshotTest, FileCacheIsOneFilePerProjectOutsideLmdb) {
+  make_random_tree(src_, 31);
+  auto first = Create("p", src_);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(fs::exists(CacheFile(store_dir_, "p")));
+  EXPECT_FALSE(fs::exists(CacheFile(store_dir_, "p") + ".tmp"));
+  {
+    auto txn = Txn::begin_read(store_->env());
+    MDB_dbi dbi = 0;
+    EXPECT_EQ(mdb_dbi_open(txn->raw(), "snap.file_cache", 0, &dbi), MDB_NOTFOUND);
+  }
+  auto second = Create("p", src_, 1);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->files_read, 0u);
+  EXPECT_EQ(second->cache_hits, first->files_read);
+  auto stats = store_->stats();
+  ASSERT_TRUE(stats);
+  EXPECT_GT(stats->cache_file_bytes, 0u);
+}
+
+TEST_F(SnapshotTest, LegacyFileCacheTablesAreDroppedAtOpen) {
+  {
+    auto dbi = store_->env().table("snap.file_cache");
+    ASSERT_TRUE(dbi);
+    auto txn = Txn::begin_write(store_->env());
+    ASSERT_TRUE(txn->put(*dbi, Bytes{'p', 0, 1}, Bytes{1, 2, 3}));
+    ASSERT_TRUE(txn->commit());
+  }
+  Open();
+  auto txn = Txn::begin_read(store_->env());
+  MDB_dbi dbi = 0;
+  EXPECT_EQ(mdb_dbi_open(txn->raw(), "snap.file_cache", 0, &dbi), MDB_NOTFOUND);
+}
+
+// A damaged cache file costs only re-reads: a truncated file keeps the blocks
+// before the cut, a flipped byte fails its block's hash, garbage or an empty
+// file misses everything. The snapshot is the same each time.
+TEST_F(SnapshotTest, TruncatedOrGarbageFileCacheOnlyCausesReReads) {
+  MakeManySmallFiles(src_, 80, 60);  // 4,801 files: several cache blocks.
+  auto first = Create("p", src_);
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->files_read, 4801u);
+  const std::string cache = CacheFile(store_dir_, "p");
+  const auto cache_size = fs::file_size(cache);
+  ASSERT_GT(cache_size, 3u * 65536);
+  Prng rng(5);
+  int offset = 1;
+  auto damage_and_save = [&](const std::function<void()>& damage, bool some_hits) {
+    SCOPED_TRACE(offset);
+    damage();
+    auto r = Create("p", src_, offset++);
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(r->snapshot.commit.tree, first->snapshot.commit.tree);
+    EXPECT_GT(r->files_read, 0u);
+    EXPECT_EQ(r->files_read + r->cache_hits, 4801u);
+    EXPECT_EQ(r->cache_hits > 0, some_hits);
+    auto again = Create("p", src_, offset++);  // The cache was written anew.
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->files_read, 0u);
+  };
+  damage_and_save([&] { fs::resize_file(cache, fs::file_size(cache) / 2); }, true);
+  damage_and_save([&] {
+    Bytes b = read_file(cache);
+    b[b.size() / 2] ^= 0x40;
+    write_file(cache, b, 0600);
+  }, true);
+  damage_and_save([&] { write_file(cache, random_bytes(rng, cache_size, false), 0600); }, false);
+  damage_and_save([&] { write_file(cache, {}, 0600); }, false);
+  damage_and_save([&] { fs::resize_file(cache, 50); }, false);  // Inside the header.
+  auto all = store_->list("p");
+  auto v = store_->verify(*all);
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(v->clean());
+}
+
+// A cache whose snapshot is gone (pruned, then gc) is not trusted wholesale:
+// each hit's chunks are looked up, and a file whose chunks gc removed is read.
+TEST_F(SnapshotTest, CacheOfADeletedSnapshotIsCheckedChunkByChunk) {
+  fs::create_directories(src_);
+  write_file(src_ + "/a", Bytes(5000, 'a'));
+  write_file(src_ + "/b", Bytes(5000, 'b'));
+  ASSERT_TRUE(Create("p", src_));
+  const std::string cache = CacheFile(store_dir_, "p");
+  const Bytes saved_cache = read_file(cache);
+  ASSERT_TRUE(store_->forget_project("p"));
+  EXPECT_FALSE(fs::exists(cache));
+  ASSERT_TRUE(store_->gc());
+  EXPECT_EQ(ChunkCount(), 0u);
+  // b's bytes come back through another project; a's do not.
+  const std::string other = Target("other");
+  fs::create_directories(other);
+  write_file(other + "/b", Bytes(5000, 'b'));
+  ASSERT_TRUE(Create("q", other));
+  write_file(cache, saved_cache, 0600);
+  auto r = Create("p", src_, 1);
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->files_read, 1u);  // a: its chunk is gone.
+  EXPECT_EQ(r->cache_hits, 1u);  // b: its chunk is present.
+  auto v = store_->verify({r->snapshot});
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(v->clean());
+  ASSERT_TRUE(store_->restore(r->snapshot, Target("out")));
+  EXPECT_EQ(read_file(Target("out") + "/a"), Bytes(5000, 'a'));
+}
+
+TEST_F(SnapshotTest, GcRemovesCachesOfProjectsWithoutSnapshotsAndLeftoverTemporaries) {
+  make_random_tree(src_, 32, 10);
+  ASSERT_TRUE(Create("keep", src_));
+  write_file(CacheFile(store_dir_, "gone"), Bytes(100, 1), 0600);
+  write_file(CacheFile(store_dir_, "keep") + ".tmp", Bytes(100, 2), 0600);
+  ASSERT_TRUE(store_->gc());
+  EXPECT_TRUE(fs::exists(CacheFile(store_dir_, "keep")));
+  EXPECT_FALSE(fs::exists(CacheFile(store_dir_, "gone")));
+  EXPECT_FALSE(fs::exists(CacheFile(store_dir_, "keep") + ".tmp"));
+}
+
 TEST_F(SnapshotTest, SecondSaveOfSameProjectIsRefusedAtOnce) {
   make_random_tree(src_, 8, 20);
   bool checked = false;
@@ -1299,6 +1432,50 @@ TEST_F(CrashTest, KillDuringCreateLeavesSnapshotAbsentOrComplete) {
   EXPECT_EQ(DeadPacks(), 0u);  // The killed saves' packs (unindexed or all garbage) are gone.
   ExpectConsistent();
   EXPECT_TRUE(store_->find(to_hex(base.id)));
+}
+
+// The snapshot commits first, then the file cache is renamed into place. A
+// kill between the two leaves the previous cache, whose base is the parent
+// snapshot (its chunks are referenced); a kill before the commit leaves a
+// temporary cache that nothing reads and gc removes.
+TEST_F(CrashTest, KillBetweenSnapshotCommitAndCacheWriteIsSafe) {
+  fs::create_directories(src_);
+  write_file(src_ + "/a", Bytes(5000, 'a'));
+  write_file(src_ + "/b", Bytes(5000, 'b'));
+  const SnapshotInfo s1 = Save("p", src_);
+  const std::string cache = store_dir_ + "/caches/p.cache";
+  const Bytes cache1 = read_file(cache);
+  write_file(src_ + "/a", Bytes(6000, 'A'));
+  for (const std::string point : {"after_final_commit", "before_final_commit"}) {
+    SCOPED_TRACE(point);
+    const int before = static_cast<int>(store_->list("p")->size());
+    ASSERT_TRUE(RunAndKill(
+        [&](SnapshotStore& s) {
+          (void)s.create(CreateOptions{.project = "p", .source_dir = src_, .now_ns = test_now_ns(before), .threads = 2});
+        },
+        point, 0));
+    ExpectConsistent();
+    EXPECT_EQ(store_->list("p")->size(), before + (point == "after_final_commit" ? 1u : 0u));
+    EXPECT_EQ(read_file(cache), cache1);  // Still the cache of s1.
+  }
+  EXPECT_TRUE(fs::exists(cache + ".tmp"));  // Left by the kill before the commit.
+  // Prune s1 away and collect its chunks: the cache's base is gone, so its
+  // hits are checked; b's chunk is still referenced by the later snapshot.
+  auto pruned = store_->prune("p", RetentionPolicy{.keep_last = 1});
+  ASSERT_TRUE(pruned);
+  ASSERT_TRUE(store_->gc());
+  EXPECT_FALSE(fs::exists(cache + ".tmp"));
+  auto r = Create("p", src_, 100);
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->files_read, 1u);  // a changed since s1.
+  EXPECT_EQ(r->cache_hits, 1u);
+  ExpectConsistent();
+  ASSERT_TRUE(store_->restore(r->snapshot, Target("out")));
+  EXPECT_EQ(read_file(Target("out") + "/a"), Bytes(6000, 'A'));
+  EXPECT_NE(r->snapshot.commit.tree, s1.commit.tree);
+  auto next = Create("p", src_, 101);  // The new cache is complete.
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->files_read, 0u);
 }
 
 TEST_F(CrashTest, KillDuringPruneAndGcKeepsStoreConsistent) {
