@@ -2,12 +2,15 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/assert.h"
 
 namespace shoal::storage {
 namespace {
+
+constexpr std::size_t kReleaseMapEveryPuts = 64;
 
 MDB_val key_of(const ChunkId& id) { return MDB_val{id.size(), const_cast<std::uint8_t*>(id.data())}; }
 
@@ -266,10 +269,20 @@ Status ChunkWriter::sync() { return packs_.sync(); }
 Result<ChunkWriter::Indexed> ChunkWriter::index_into(Txn& write_txn) {
   SHOAL_ASSERT(!packs_.dirty());  // sync() first: never index bytes a crash could lose.
   Indexed out;
+  // In key order: each index leaf is visited once, and in file order. (Equal
+  // ids keep their order, so the first copy added is the one indexed.)
+  std::stable_sort(pending_.begin(), pending_.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::size_t puts = 0;
   for (const auto& [id, loc] : pending_) {
     auto added = chunks_->put_located(write_txn, id, loc);
     if (!added) {
       return std::unexpected(added.error());
+    }
+    // A put faults in its leaf and, by the kernel's fault-around, up to 64 KiB
+    // around it: without this, a batch maps nearly the whole index into RSS.
+    if (++puts % kReleaseMapEveryPuts == 0) {
+      chunks_->release_mapped_pages();
     }
     if (*added) {
       ++out.chunks_new;

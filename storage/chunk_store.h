@@ -94,6 +94,8 @@ class ChunkStore {
 
   MDB_dbi table() const { return table_; }
   const std::string& dir() const { return dir_; }
+  // Drops this process's mappings of the index's pages (Env::release_mapped_pages).
+  void release_mapped_pages() { env_->release_mapped_pages(); }
   PackReader& packs() { return *reader_; }
 
  private:
