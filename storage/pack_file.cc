@@ -16,6 +16,7 @@ namespace shoal::storage {
 namespace {
 
 using internal::from_errno;
+using internal::write_all_at;
 
 constexpr std::size_t kWriteBufferBytes = 1u << 20;
 // Above this many cached descriptors the cache starts over (readers holding
@@ -35,21 +36,6 @@ std::uint64_t get_le(const std::uint8_t* in, int bytes) {
   return v;
 }
 
-Status write_all_at(int fd, const std::uint8_t* p, std::size_t n, std::uint64_t offset, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
-    if (w < 0 && errno == EINTR) {
-      continue;
-    }
-    if (w < 0) {
-      return std::unexpected(from_errno(errno, "write " + path));
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-    offset += static_cast<std::uint64_t>(w);
-  }
-  return {};
-}
 
 Status sync_fd(int fd, const std::string& what) {
   if (::fdatasync(fd) != 0) {
@@ -311,4 +297,23 @@ Result<Bytes> PackReader::read(const ChunkLocation& loc) {
   return out;
 }
 
+namespace internal {
+
+Status write_all_at(int fd, const std::uint8_t* p, std::size_t n, std::uint64_t offset, const std::string& path) {
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) {
+      continue;
+    }
+    if (w < 0) {
+      return std::unexpected(from_errno(errno, "write " + path));
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+    offset += static_cast<std::uint64_t>(w);
+  }
+  return {};
+}
+
+}  // namespace internal
 }  // namespace shoal::storage

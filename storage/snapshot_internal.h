@@ -18,6 +18,8 @@ namespace shoal::storage::internal {
 
 // Converts an errno value at the OS boundary, in one place.
 Error from_errno(int err, const std::string& what);
+// Writes all n bytes at `offset` (pwrite, retried on EINTR and short writes).
+Status write_all_at(int fd, const std::uint8_t* p, std::size_t n, std::uint64_t offset, const std::string& path);
 
 Bytes project_prefix(const std::string& project);  // project + '\0'
 Bytes catalog_key(const std::string& project, std::int64_t time_ns, const ChunkId& id);

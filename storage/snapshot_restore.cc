@@ -47,21 +47,6 @@ bool all_zero(const Bytes& b) {
   return b.empty() || (b[0] == 0 && std::memcmp(b.data(), b.data() + 1, b.size() - 1) == 0);
 }
 
-Status write_all(int fd, const std::uint8_t* p, std::size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) {
-      continue;
-    }
-    if (w < 0) {
-      return std::unexpected(from_errno(errno, "write " + path));
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return {};
-}
-
 // Makes room for a new entry at abs when --force: anything there that is not
 // a directory we are about to reuse goes.
 Status clear_path(const std::string& abs, bool keep_dir) {
@@ -135,8 +120,8 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
 
   // zero_ok: ids of all-zero chunks this worker already read and verified in
   // its read transaction (a snapshot: same id, same bytes). A sparse file's
-  // holes are thousands of references to one zero chunk; each becomes an
-  // lseek without decompressing and re-hashing it again.
+  // holes are thousands of references to one zero chunk; each becomes a
+  // skipped offset (a hole) without decompressing and re-hashing it again.
   auto restore_file = [&](Txn& read_txn, ZeroChunks& zero_ok, const FileJob& job) -> Status {
     const std::string abs = target + "/" + job.rel;
     if (options.force) {
@@ -151,12 +136,7 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
     Status io = {};
     for (const auto& id : job.entry.chunks) {
       if (auto z = zero_ok.find(id); z != zero_ok.end()) {
-        const std::size_t n = z->second;
-        if (::lseek(fd, static_cast<off_t>(n), SEEK_CUR) < 0) {
-          io = std::unexpected(from_errno(errno, "seek " + abs));
-          break;
-        }
-        offset += n;
+        offset += z->second;  // A hole: nothing written; ftruncate sets the size.
         continue;
       }
       auto plain = chunks_.get(read_txn, id);
@@ -167,11 +147,7 @@ Result<RestoreReport> SnapshotStore::restore(const SnapshotInfo& snapshot, const
       }
       if (all_zero(*plain)) {
         zero_ok.emplace(id, plain->size());
-        if (::lseek(fd, static_cast<off_t>(plain->size()), SEEK_CUR) < 0) {
-          io = std::unexpected(from_errno(errno, "seek " + abs));
-          break;
-        }
-      } else if (io = write_all(fd, plain->data(), plain->size(), abs); !io) {
+      } else if (io = internal::write_all_at(fd, plain->data(), plain->size(), offset, abs); !io) {
         break;
       }
       offset += plain->size();
