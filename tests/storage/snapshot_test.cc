@@ -65,6 +65,20 @@ class SnapshotTest : public ::testing::Test {
     EXPECT_TRUE(r) << r.error().to_string();
     return r ? r->snapshot : SnapshotInfo{};
   }
+
+  // Project p saved with a (700 KB) and b (500 KB), then again without a,
+  // and the first snapshot pruned: its data pack is 500 of 1,200 KB live.
+  // Sets b's bytes and the remaining snapshot.
+  void SaveAndPruneToAMostlyDeadPack(Prng& rng, Bytes& b, SnapshotInfo& s2) {
+    fs::create_directories(src_);
+    write_file(src_ + "/a", random_bytes(rng, 700000, false));
+    b = random_bytes(rng, 500000, false);
+    write_file(src_ + "/b", b);
+    Save("p", src_, 0);
+    fs::remove(src_ + "/a");
+    s2 = Save("p", src_, 1);
+    ASSERT_TRUE(store_->prune("p", RetentionPolicy{.keep_last = 1}));
+  }
   std::string Target(const std::string& name) { return (base_ / name).string(); }
   // The chunk ids of one file in a snapshot.
   std::vector<ChunkId> ChunksOf(const SnapshotInfo& s, const std::string& path) {
@@ -980,15 +994,10 @@ TEST_F(SnapshotTest, TwoProcessesSaveDifferentProjectsAtOnce) {
 }
 
 TEST_F(SnapshotTest, GcDeletesDeadPacksRewritesMostlyDeadOnesAndPunchesHoles) {
-  fs::create_directories(src_);
   Prng rng(40);
-  write_file(src_ + "/a", random_bytes(rng, 700000, false));
-  const Bytes b = random_bytes(rng, 500000, false);
-  write_file(src_ + "/b", b);
-  Save("p", src_, 0);
-  fs::remove(src_ + "/a");
-  const SnapshotInfo s2 = Save("p", src_, 1);
-  ASSERT_TRUE(store_->prune("p", RetentionPolicy{.keep_last = 1}));
+  Bytes b;
+  SnapshotInfo s2;
+  ASSERT_NO_FATAL_FAILURE(SaveAndPruneToAMostlyDeadPack(rng, b, s2));
   const ChunkLocation before = Locate(ChunksOf(s2, "b").at(0));
   auto gc = store_->gc();
   ASSERT_TRUE(gc) << gc.error().to_string();
@@ -1507,15 +1516,10 @@ TEST_F(CrashTest, KillDuringPruneAndGcKeepsStoreConsistent) {
 // pack, and so on. The store stays consistent and a final gc leaves no pack
 // without a live chunk.
 TEST_F(CrashTest, KillDuringPackCompactionKeepsStoreConsistent) {
-  fs::create_directories(src_);
   Prng rng(41);
-  write_file(src_ + "/a", random_bytes(rng, 700000, false));
-  const Bytes b = random_bytes(rng, 500000, false);
-  write_file(src_ + "/b", b);
-  Save("p", src_, 0);
-  fs::remove(src_ + "/a");
-  const SnapshotInfo s2 = Save("p", src_, 1);
-  ASSERT_TRUE(store_->prune("p", RetentionPolicy{.keep_last = 1}));
+  Bytes b;
+  SnapshotInfo s2;
+  ASSERT_NO_FATAL_FAILURE(SaveAndPruneToAMostlyDeadPack(rng, b, s2));
   int killed = 0;
   for (int k = 0; k < 4; ++k) {
     killed += RunAndKill([](SnapshotStore& s) { (void)s.gc(); }, "gc_pack_", k) ? 1 : 0;
